@@ -1,0 +1,733 @@
+//! The configuration file: serde types, defaults and [`Config::validate`].
+//!
+//! Every struct rejects unknown keys, every duration carries its unit in the key (`_ms` or
+//! `_secs`), and every error names the file, the key and the reason on one line, for example
+//! `configs/bad.toml: socks.listen: invalid socket address syntax (line 3)`.
+//!
+//! The `///` comment on each field is the user documentation; `configs/full.toml` shows every key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Where the SOCKS5 listener binds when the config does not say.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1080);
+/// How long a client may take to finish the SOCKS5 handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+/// How long one outbound connect attempt on one interface may take.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long a relayed connection may stay silent in both directions before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 600;
+/// How many client connections are served at once; further clients wait in the accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// How often interface discovery rescans the machine's interfaces.
+pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
+/// How long shutdown waits for open connections to finish.
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 5;
+/// The strategy used when the config names none.
+pub const DEFAULT_STRATEGY: &str = "round-robin";
+/// How many interfaces one client connection may try before the client gets an error.
+pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The SOCKS5 front: listen address, authentication, limits and destination rules.
+    #[serde(default)]
+    pub socks: SocksConfig,
+    /// Which of the machine's interfaces carry traffic.
+    #[serde(default)]
+    pub interfaces: InterfacesConfig,
+    /// Per-interface settings, matched by name or glob (`[[interface]]` tables; first match wins).
+    #[serde(default, rename = "interface")]
+    pub interface: Vec<InterfaceConfig>,
+    /// Timeouts for the handshake, each outbound connect attempt and idle relays.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Interface discovery (hot-plug).
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    /// The routing strategy that picks an interface per connection, by name:
+    /// `round-robin` (built in, and the default) or the name of a loaded plugin.
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    /// Options for each strategy, by strategy name: `[strategies.latency] tolerance_pct = 10`.
+    /// The table is handed to the plugin as TOML text.
+    #[serde(default)]
+    pub strategies: BTreeMap<String, toml::Table>,
+    /// Where strategy plugins are loaded from.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// How long shutdown (SIGINT/SIGTERM) waits for open connections before it closes them.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_period_secs: u64,
+}
+
+/// `[socks]`: the SOCKS5 listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocksConfig {
+    /// Address and port to listen on. A non-loopback address needs `[socks.auth]`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The most client connections served at once (further clients wait to be accepted).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How many interfaces one connection may try (first pick plus fallbacks) before the client
+    /// gets an error reply.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+    /// RFC 1929 username/password authentication. Absent: no authentication (loopback only).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Destination networks that clients may not reach (reply 02, "not allowed by ruleset").
+    #[serde(default = "default_deny")]
+    pub deny: Vec<IpNet>,
+}
+
+/// `[socks.auth]`: the accepted users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The accepted username/password pairs.
+    pub users: Vec<UserConfig>,
+}
+
+/// One `[[socks.auth.users]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// 1 to 255 bytes.
+    pub username: String,
+    /// 1 to 255 bytes; never logged.
+    pub password: Masked,
+}
+
+/// A secret whose `Debug` and `Display` print `MASKED`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Masked(String);
+
+impl Masked {
+    /// The secret itself, for comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Masked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+impl fmt::Display for Masked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MASKED")
+    }
+}
+
+/// `[interfaces]`: which interfaces discovery hands to the router. Loopback is never used.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfacesConfig {
+    /// Names or globs of the interfaces to use (default: every interface, `["*"]`).
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// Names or globs never to use, even when included (for example `["docker*", "virbr*"]`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// One `[[interface]]` table: settings for the interfaces whose name matches `name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceConfig {
+    /// Interface name or glob (`wlan*`).
+    pub name: String,
+    /// Relative share of connections for weight-aware strategies (1 to 1000, default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// The link costs money per byte (a phone tether); strategies may avoid it.
+    #[serde(default)]
+    pub metered: bool,
+}
+
+/// `[timeouts]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// A client must finish the SOCKS5 handshake within this time, or it is closed.
+    #[serde(default = "default_handshake_ms")]
+    pub handshake_ms: u64,
+    /// One outbound connect attempt on one interface; on expiry the next interface is tried.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u64,
+    /// A relay silent in both directions for this long is closed (0 = never).
+    #[serde(default = "default_idle_secs")]
+    pub idle_secs: u64,
+}
+
+/// `[discovery]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// How often the interface list is rescanned, so that new interfaces join and vanished
+    /// ones stop receiving connections.
+    #[serde(default = "default_rescan_ms")]
+    pub rescan_interval_ms: u64,
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder holding strategy plugins (`*.so`, `*.dll`, `*.dylib`). Default: the `plugins`
+    /// folder next to the `netmix` executable, then the executable's own folder.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+const fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+const fn default_max_attempts() -> usize {
+    DEFAULT_MAX_ATTEMPTS
+}
+const fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+}
+const fn default_weight() -> u32 {
+    1
+}
+const fn default_handshake_ms() -> u64 {
+    DEFAULT_HANDSHAKE_TIMEOUT_MS
+}
+const fn default_connect_ms() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_MS
+}
+const fn default_idle_secs() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_SECS
+}
+const fn default_rescan_ms() -> u64 {
+    DEFAULT_RESCAN_INTERVAL_MS
+}
+const fn default_grace() -> u64 {
+    DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS
+}
+fn default_strategy() -> String {
+    DEFAULT_STRATEGY.to_owned()
+}
+fn default_include() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+fn default_deny() -> Vec<IpNet> {
+    Vec::new()
+}
+
+impl Default for SocksConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            auth: None,
+            deny: default_deny(),
+        }
+    }
+}
+
+impl Default for InterfacesConfig {
+    fn default() -> Self {
+        Self {
+            include: default_include(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            handshake_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+            connect_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            idle_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            rescan_interval_ms: DEFAULT_RESCAN_INTERVAL_MS,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The built-in configuration `netmix run` uses without `--config`: listen on
+    /// 127.0.0.1:1080, every up non-loopback interface, round-robin, no probes (nothing is sent
+    /// anywhere unless a client asks for it).
+    fn default() -> Self {
+        Self {
+            socks: SocksConfig::default(),
+            interfaces: InterfacesConfig::default(),
+            interface: Vec::new(),
+            timeouts: TimeoutsConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            strategy: default_strategy(),
+            strategies: BTreeMap::new(),
+            plugins: PluginsConfig::default(),
+            shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
+        }
+    }
+}
+
+/// A configuration error: which file, which key, and why, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{key}: {reason}{}", file_prefix(.file), line_suffix(*.line))]
+pub struct ConfigError {
+    /// The file, when the config came from one.
+    pub file: Option<PathBuf>,
+    /// The dotted key path (`socks.listen`, `interface[1].weight`), or `(file)` for I/O errors.
+    pub key: String,
+    /// What is wrong, in words.
+    pub reason: String,
+    /// 1-based line of the offending value, when known.
+    pub line: Option<usize>,
+}
+
+fn file_prefix(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|f| format!("{}: ", f.display()))
+        .unwrap_or_default()
+}
+
+fn line_suffix(line: Option<usize>) -> String {
+    line.map(|l| format!(" (line {l})")).unwrap_or_default()
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            file: None,
+            key: key.into(),
+            reason: reason.into(),
+            line: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+            line: None,
+        })?;
+        Self::from_toml(&text).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Parses and validates config text.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the key and the reason (no file).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
+            file: None,
+            key: "(syntax)".into(),
+            reason: e.message().trim().to_owned(),
+            line: e.span().map(|s| line_of(s.start)),
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut key = e.path().to_string();
+            let inner = e.into_inner();
+            let reason = inner.message().trim().to_owned();
+            // Name the unknown key itself, whatever path depth serde reported it at.
+            if let Some(rest) = reason.strip_prefix("unknown field `")
+                && let Some(field) = rest.split('`').next()
+                && key.rsplit('.').next() != Some(field)
+            {
+                key = if key == "." || key.is_empty() {
+                    field.to_owned()
+                } else {
+                    format!("{key}.{field}")
+                };
+            }
+            if key == "." || key.is_empty() {
+                key = "(top level)".into();
+            }
+            ConfigError {
+                file: None,
+                key,
+                reason,
+                line: inner.span().map(|s| line_of(s.start)),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges, globs, and the safety rules.
+    ///
+    /// # Errors
+    /// The first problem found, as a [`ConfigError`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.socks;
+        if !s.listen.ip().is_loopback() && s.auth.is_none() {
+            return Err(ConfigError::new(
+                "socks.listen",
+                format!(
+                    "{} is not a loopback address; listening on it without authentication would \
+                     make an open proxy (add [socks.auth] users, or listen on 127.0.0.1)",
+                    s.listen.ip()
+                ),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::new(
+                "socks.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=16).contains(&s.max_attempts) {
+            return Err(ConfigError::new(
+                "socks.max_attempts",
+                "must be between 1 and 16",
+            ));
+        }
+        if let Some(auth) = &s.auth {
+            if auth.users.is_empty() {
+                return Err(ConfigError::new(
+                    "socks.auth.users",
+                    "needs at least one user",
+                ));
+            }
+            for (i, u) in auth.users.iter().enumerate() {
+                if !(1..=255).contains(&u.username.len()) {
+                    return Err(ConfigError::new(
+                        format!("socks.auth.users[{i}].username"),
+                        "must be 1 to 255 bytes (RFC 1929)",
+                    ));
+                }
+                if !(1..=255).contains(&u.password.expose().len()) {
+                    return Err(ConfigError::new(
+                        format!("socks.auth.users[{i}].password"),
+                        "must be 1 to 255 bytes (RFC 1929)",
+                    ));
+                }
+            }
+        }
+        for (key, list) in [
+            ("interfaces.include", &self.interfaces.include),
+            ("interfaces.exclude", &self.interfaces.exclude),
+        ] {
+            for (i, pattern) in list.iter().enumerate() {
+                compile_glob(pattern)
+                    .map_err(|reason| ConfigError::new(format!("{key}[{i}]"), reason))?;
+            }
+        }
+        for (i, iface) in self.interface.iter().enumerate() {
+            compile_glob(&iface.name)
+                .map_err(|reason| ConfigError::new(format!("interface[{i}].name"), reason))?;
+            if !(1..=1000).contains(&iface.weight) {
+                return Err(ConfigError::new(
+                    format!("interface[{i}].weight"),
+                    "must be between 1 and 1000",
+                ));
+            }
+        }
+        let t = &self.timeouts;
+        if t.handshake_ms == 0 {
+            return Err(ConfigError::new(
+                "timeouts.handshake_ms",
+                "must be greater than 0",
+            ));
+        }
+        if t.connect_ms == 0 {
+            return Err(ConfigError::new(
+                "timeouts.connect_ms",
+                "must be greater than 0",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.discovery.rescan_interval_ms) {
+            return Err(ConfigError::new(
+                "discovery.rescan_interval_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
+        if self.strategy.trim().is_empty() {
+            return Err(ConfigError::new(
+                "strategy",
+                "must name a strategy (for example \"round-robin\")",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The handshake timeout as a [`Duration`].
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.handshake_ms)
+    }
+
+    /// The per-attempt connect timeout as a [`Duration`].
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.connect_ms)
+    }
+
+    /// The idle timeout, `None` when disabled.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.timeouts.idle_secs > 0).then(|| Duration::from_secs(self.timeouts.idle_secs))
+    }
+
+    /// The strategy options table for `name`, as TOML text (empty when none).
+    pub fn strategy_options(&self, name: &str) -> String {
+        self.strategies
+            .get(name)
+            .map(|t| toml::to_string(t).unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+/// Compiles a name glob; the error is a reason fit for a [`ConfigError`].
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, String> {
+    if pattern.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Glob::new(pattern)
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("bad glob: {}", e.kind()))
+}
+
+/// Interface name filters compiled from [`InterfacesConfig`] and the `[[interface]]` tables.
+#[derive(Debug, Clone)]
+pub struct InterfaceFilter {
+    include: Vec<(String, GlobMatcher)>,
+    exclude: Vec<(String, GlobMatcher)>,
+    settings: Vec<(GlobMatcher, InterfaceConfig)>,
+}
+
+/// Why discovery does not use an interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// Loopback interfaces are never used.
+    Loopback,
+    /// The name matches no `interfaces.include` pattern.
+    NotIncluded,
+    /// The name matches this `interfaces.exclude` pattern.
+    Excluded(String),
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Loopback => f.write_str("loopback"),
+            Self::NotIncluded => f.write_str("not in interfaces.include"),
+            Self::Excluded(p) => write!(f, "excluded by \"{p}\""),
+        }
+    }
+}
+
+impl InterfaceFilter {
+    /// Compiles the filters of a validated config.
+    pub fn new(config: &Config) -> Self {
+        let compile = |list: &[String]| {
+            list.iter()
+                .filter_map(|p| compile_glob(p).ok().map(|m| (p.clone(), m)))
+                .collect::<Vec<_>>()
+        };
+        Self {
+            include: compile(&config.interfaces.include),
+            exclude: compile(&config.interfaces.exclude),
+            settings: config
+                .interface
+                .iter()
+                .filter_map(|c| compile_glob(&c.name).ok().map(|m| (m, c.clone())))
+                .collect(),
+        }
+    }
+
+    /// `Ok(())` when the interface may be used, otherwise why not.
+    pub fn check(&self, name: &str, is_loopback: bool) -> Result<(), Exclusion> {
+        if is_loopback {
+            return Err(Exclusion::Loopback);
+        }
+        if let Some((p, _)) = self.exclude.iter().find(|(_, m)| m.is_match(name)) {
+            return Err(Exclusion::Excluded(p.clone()));
+        }
+        if !self.include.iter().any(|(_, m)| m.is_match(name)) {
+            return Err(Exclusion::NotIncluded);
+        }
+        Ok(())
+    }
+
+    /// The `[[interface]]` settings that apply to `name` (first match), if any.
+    pub fn settings(&self, name: &str) -> Option<&InterfaceConfig> {
+        self.settings
+            .iter()
+            .find(|(m, _)| m.is_match(name))
+            .map(|(_, c)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_text_is_the_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.socks.listen, DEFAULT_LISTEN);
+        assert_eq!(c.strategy, "round-robin");
+        assert!(c.socks.auth.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_path() {
+        let e = Config::from_toml("[socks]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        assert_eq!(e.key, "socks.listn", "{e}");
+        assert!(e.reason.contains("unknown field"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        let e = Config::from_toml("bogus = 1\n").unwrap_err();
+        assert_eq!(e.key, "bogus", "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key_and_line() {
+        let e = Config::from_toml("\n[socks]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.key, "socks.listen");
+        assert_eq!(e.line, Some(3));
+        let e = Config::from_toml(
+            "[[interface]]\nname = \"a\"\n[[interface]]\nname = \"b\"\nweight = \"x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "interface[1].weight", "{e}");
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("netmix-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "[timeouts]\nconnect_ms = 0\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&format!("{}: timeouts.connect_ms: ", path.display())),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+        let msg = Config::load(&dir.join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing.toml: (file): cannot read"), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn open_proxy_is_refused() {
+        let e = Config::from_toml("[socks]\nlisten = \"0.0.0.0:1080\"\n").unwrap_err();
+        assert_eq!(e.key, "socks.listen");
+        let ok = Config::from_toml(
+            "[socks]\nlisten = \"0.0.0.0:1080\"\n[[socks.auth.users]]\nusername = \"u\"\npassword = \"p\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:?}", ok.socks.auth.unwrap().users[0].password),
+            "MASKED"
+        );
+    }
+
+    #[test]
+    fn ranges_and_globs_are_checked() {
+        for (text, key) in [
+            (
+                "[[interface]]\nname = \"x\"\nweight = 0\n",
+                "interface[0].weight",
+            ),
+            (
+                "[interfaces]\ninclude = [\"wan[\"]\n",
+                "interfaces.include[0]",
+            ),
+            ("[socks]\nmax_connections = 0\n", "socks.max_connections"),
+            (
+                "[discovery]\nrescan_interval_ms = 1\n",
+                "discovery.rescan_interval_ms",
+            ),
+            ("strategy = \" \"\n", "strategy"),
+            (
+                "[[socks.auth.users]]\nusername = \"\"\npassword = \"p\"\n",
+                "socks.auth.users[0].username",
+            ),
+        ] {
+            assert_eq!(Config::from_toml(text).unwrap_err().key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn filter_include_exclude_and_settings() {
+        let c = Config::from_toml(
+            "[interfaces]\ninclude = [\"wan*\", \"eth0\"]\nexclude = [\"wan9\"]\n[[interface]]\nname = \"wan1\"\nweight = 3\n",
+        )
+        .unwrap();
+        let f = InterfaceFilter::new(&c);
+        assert_eq!(f.check("wan0", false), Ok(()));
+        assert_eq!(f.check("eth0", false), Ok(()));
+        assert_eq!(f.check("lo", true), Err(Exclusion::Loopback));
+        assert_eq!(f.check("wlan0", false), Err(Exclusion::NotIncluded));
+        assert_eq!(
+            f.check("wan9", false),
+            Err(Exclusion::Excluded("wan9".into()))
+        );
+        assert_eq!(f.settings("wan1").map(|s| s.weight), Some(3));
+        assert!(f.settings("wan0").is_none());
+    }
+
+    #[test]
+    fn every_example_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected example configs in {}", dir.display());
+    }
+
+    #[test]
+    fn default_toml_equals_builtin_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/default.toml");
+        let file = Config::load(&path).unwrap();
+        let builtin = Config::default();
+        assert_eq!(file.socks.listen, builtin.socks.listen);
+        assert_eq!(file.strategy, builtin.strategy);
+        assert_eq!(file.interfaces.include, builtin.interfaces.include);
+    }
+
+    #[test]
+    fn strategy_options_become_toml_text() {
+        let c =
+            Config::from_toml("strategy = \"latency\"\n[strategies.latency]\ntolerance_pct = 7\n")
+                .unwrap();
+        assert!(c.strategy_options("latency").contains("tolerance_pct = 7"));
+        assert_eq!(c.strategy_options("round-robin"), "");
+    }
+}

@@ -1,0 +1,165 @@
+//! Outbound sockets bound to one interface, so that a connection leaves through the link the
+//! router chose whatever the OS routing table says.
+//!
+//! - Linux/Android: `SO_BINDTODEVICE` plus the interface's source address. Without the
+//!   privilege for `SO_BINDTODEVICE` (not root, no CAP_NET_RAW) the source address alone is
+//!   used, which works with per-source policy routing; that is logged once.
+//! - macOS/iOS: `IP_BOUND_IF` / `IPV6_BOUND_IF` by index plus the source address.
+//! - Windows: `IP_UNICAST_IF` / `IPV6_UNICAST_IF` by index plus the source address.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::InterfaceView;
+
+static BIND_DEVICE_DENIED: AtomicBool = AtomicBool::new(false);
+
+/// Why an outbound connect through an interface failed, and whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The interface has no source address of the destination's family.
+    #[error("{iface} has no {family} address")]
+    NoAddressFamily {
+        /// Interface name.
+        iface: String,
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+    },
+    /// Socket set-up or connect failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The connect did not finish in time.
+    #[error("connect timed out")]
+    Timeout,
+}
+
+impl ConnectError {
+    /// True when the failure says something about the interface (link down, no route,
+    /// blackhole), false when it is the destination's doing (refused).
+    pub fn is_interface_side(&self) -> bool {
+        match self {
+            Self::NoAddressFamily { .. } => false,
+            Self::Timeout => true,
+            Self::Io(e) => !matches!(e.kind(), io::ErrorKind::ConnectionRefused),
+        }
+    }
+}
+
+/// Connects to `dest` through `iface`, bounded by `timeout`.
+///
+/// # Errors
+/// [`ConnectError`] with the OS error or the timeout.
+pub async fn connect_via(
+    iface: &InterfaceView,
+    dest: SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<TcpStream, ConnectError> {
+    let socket = bound_socket(iface, dest)?;
+    match tokio::time::timeout(timeout, socket.connect(dest)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(ConnectError::Io(e)),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// A non-blocking TCP socket for `dest`, bound to `iface` and its source address.
+///
+/// # Errors
+/// When the interface lacks an address of `dest`'s family or the OS refuses a socket option.
+pub fn bound_socket(iface: &InterfaceView, dest: SocketAddr) -> Result<TcpSocket, ConnectError> {
+    let source = iface
+        .source_for(&dest)
+        .ok_or_else(|| ConnectError::NoAddressFamily {
+            iface: iface.name.clone(),
+            family: if dest.is_ipv4() { "IPv4" } else { "IPv6" },
+        })?;
+    let socket = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP))?;
+    bind_to_interface(&socket, iface, dest)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn bind_to_interface(socket: &Socket, iface: &InterfaceView, _dest: SocketAddr) -> io::Result<()> {
+    match socket.bind_device(Some(iface.name.as_bytes())) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if !BIND_DEVICE_DENIED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "SO_BINDTODEVICE needs CAP_NET_RAW; binding by source address only \
+                     (needs per-source routing rules to pick the link)."
+                );
+            }
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+#[cfg(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos"
+))]
+fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -> io::Result<()> {
+    let _ = &BIND_DEVICE_DENIED;
+    let index = std::num::NonZeroU32::new(iface.index);
+    if dest.is_ipv4() {
+        socket.bind_device_by_index_v4(index)
+    } else {
+        socket.bind_device_by_index_v6(index)
+    }
+}
+
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -> io::Result<()> {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        IP_UNICAST_IF, IPPROTO_IP, IPPROTO_IPV6, IPV6_UNICAST_IF, SOCKET, setsockopt,
+    };
+    let _ = &BIND_DEVICE_DENIED;
+    // IP_UNICAST_IF takes the index in network byte order; IPV6_UNICAST_IF in host order.
+    let (level, name, value) = if dest.is_ipv4() {
+        (IPPROTO_IP, IP_UNICAST_IF, iface.index.to_be())
+    } else {
+        (IPPROTO_IPV6, IPV6_UNICAST_IF, iface.index)
+    };
+    // SAFETY: the socket handle is valid for the call, and the option value points to a u32
+    // that lives across the call, with its exact length.
+    let rc = unsafe {
+        setsockopt(
+            socket.as_raw_socket() as SOCKET,
+            level,
+            name,
+            (&value as *const u32).cast(),
+            std::mem::size_of::<u32>() as i32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "tvos",
+    target_os = "watchos",
+    windows
+)))]
+fn bind_to_interface(_: &Socket, _: &InterfaceView, _: SocketAddr) -> io::Result<()> {
+    // Elsewhere the source address bind alone selects the link.
+    let _ = &BIND_DEVICE_DENIED;
+    Ok(())
+}

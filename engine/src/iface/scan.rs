@@ -1,0 +1,157 @@
+//! One look at the machine's interfaces (if-addrs), grouped by name and judged by the config's
+//! filters. Pure apart from the `if_addrs` call, so `netmix interfaces` and the Discovery actor
+//! share it.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::config::{Exclusion, InterfaceFilter};
+
+/// What kind of link an interface is, guessed from its name (and, on Linux, sysfs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterfaceKind {
+    /// Ethernet, Wi-Fi.
+    Physical,
+    /// A phone or modem: USB tethering, RNDIS, WWAN.
+    Tether,
+    /// VPNs, bridges, veth pairs, tunnels.
+    Virtual,
+    /// A ZeroTier virtual network (`zt…`).
+    ZeroTier,
+    /// The loopback interface (never used).
+    Loopback,
+}
+
+impl InterfaceKind {
+    /// Guesses the kind from the name, the way the OS names them.
+    pub fn guess(name: &str, is_loopback: bool) -> Self {
+        const TETHER: [&str; 5] = ["usb", "rndis", "wwan", "ww", "rmnet"];
+        const VIRTUAL: [&str; 10] = [
+            "tun", "tap", "wg", "veth", "docker", "br", "virbr", "vnet", "utun", "vmnet",
+        ];
+        if is_loopback || name == "lo" {
+            Self::Loopback
+        } else if name.starts_with("zt") || name.starts_with("feth") {
+            Self::ZeroTier
+        } else if TETHER.iter().any(|p| name.starts_with(p)) {
+            Self::Tether
+        } else if VIRTUAL.iter().any(|p| name.starts_with(p)) {
+            Self::Virtual
+        } else {
+            Self::Physical
+        }
+    }
+
+    /// Lower-case name for tables and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Physical => "physical",
+            Self::Tether => "tether",
+            Self::Virtual => "virtual",
+            Self::ZeroTier => "zerotier",
+            Self::Loopback => "loopback",
+        }
+    }
+}
+
+/// One interface as a scan saw it (all its addresses together).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedInterface {
+    /// OS name (`eth0`, `wlan0`, `Ethernet 2`).
+    pub name: String,
+    /// OS interface index (0 when unknown).
+    pub index: u32,
+    /// Usable unicast addresses (IPv6 link-local left out: they cannot reach the internet).
+    pub addrs: Vec<IpAddr>,
+    /// Operationally up (Linux: IFF_RUNNING).
+    pub up: bool,
+    /// Loopback interface.
+    pub loopback: bool,
+    /// Kind guessed from the name.
+    pub kind: InterfaceKind,
+    /// `Ok` when the config lets netmix use it, otherwise why not.
+    pub eligible: Result<(), Exclusion>,
+}
+
+impl ScannedInterface {
+    /// Would the router get this interface right now, and if not, why.
+    pub fn usable(&self) -> Result<(), String> {
+        self.eligible.clone().map_err(|e| e.to_string())?;
+        if !self.up {
+            return Err("link down".into());
+        }
+        if self.addrs.is_empty() {
+            return Err("no usable address".into());
+        }
+        Ok(())
+    }
+}
+
+/// Lists the machine's interfaces, one entry per name, sorted by index then name.
+///
+/// # Errors
+/// When the OS refuses to list interfaces.
+pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> {
+    let mut by_name: BTreeMap<String, ScannedInterface> = BTreeMap::new();
+    for entry in if_addrs::get_if_addrs()? {
+        let loopback = entry.is_loopback();
+        let ip = entry.ip();
+        let scanned = by_name
+            .entry(entry.name.clone())
+            .or_insert_with(|| ScannedInterface {
+                kind: InterfaceKind::guess(&entry.name, loopback),
+                eligible: filter.check(&entry.name, loopback),
+                name: entry.name.clone(),
+                index: entry.index.unwrap_or(0),
+                addrs: Vec::new(),
+                up: false,
+                loopback,
+            });
+        scanned.up |= entry.is_oper_up();
+        if !is_link_local(ip) && !scanned.addrs.contains(&ip) {
+            scanned.addrs.push(ip);
+        }
+    }
+    let mut list: Vec<_> = by_name.into_values().collect();
+    list.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+    Ok(list)
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_names() {
+        assert_eq!(InterfaceKind::guess("eth0", false), InterfaceKind::Physical);
+        assert_eq!(
+            InterfaceKind::guess("wlp2s0", false),
+            InterfaceKind::Physical
+        );
+        assert_eq!(
+            InterfaceKind::guess("ztabcdef12", false),
+            InterfaceKind::ZeroTier
+        );
+        assert_eq!(InterfaceKind::guess("usb0", false), InterfaceKind::Tether);
+        assert_eq!(InterfaceKind::guess("wg0", false), InterfaceKind::Virtual);
+        assert_eq!(InterfaceKind::guess("lo", true), InterfaceKind::Loopback);
+    }
+
+    #[test]
+    fn scan_sees_loopback_and_refuses_it() {
+        let filter = InterfaceFilter::new(&crate::config::Config::default());
+        let list = scan(&filter).unwrap();
+        if let Some(lo) = list.iter().find(|i| i.loopback) {
+            assert_eq!(lo.eligible, Err(Exclusion::Loopback));
+            assert_eq!(lo.usable().unwrap_err(), "loopback");
+        }
+    }
+}

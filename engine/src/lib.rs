@@ -1,0 +1,123 @@
+//! netmix: a local SOCKS5 proxy that sends each new connection out through one of the
+//! machine's network interfaces, chosen by a routing strategy.
+//!
+//! # Layout
+//!
+//! ```text
+//! client ─SOCKS5─▶ SocksListener (actor) ─ per client: tokio task (socks::conn) ─▶ destination
+//!                        │ Router::pick(meta) → interfaces in order    ▲ socket bound to the
+//!                        ▼                                             │ chosen interface
+//!                     Router ◀── ArcSwap snapshot ── ConnectionManager (actor)
+//!                                                          ▲ InterfaceChanged
+//!            Discovery (actor) ──starts/updates/retires──▶ InterfaceActor ×N ◀── ConnOpened/Closed
+//! ```
+//!
+//! - [`config`]: the TOML file, defaults and validation.
+//! - [`iface`]: interface discovery (hot-plug), one actor per interface, outbound binding.
+//! - [`manager`]: the single holder of the interface set; publishes snapshots to the router.
+//! - [`router`]: per-connection choice from an immutable snapshot (never an actor round-trip).
+//! - [`socks`]: the SOCKS5 listener actor, the handshake, and the relay tasks.
+//!
+//! # Runtimes
+//!
+//! One tokio multi-thread runtime drives everything: [`run_blocking`] builds it and hands it to
+//! actix (`System::with_tokio_rt`). Actors live on the actix thread's `LocalSet`; everything
+//! they `tokio::spawn` — every client connection and relay — runs on the runtime's worker
+//! threads, so the data path never waits for the actor thread.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod iface;
+pub mod manager;
+pub mod router;
+pub mod shutdown;
+pub mod socks;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, InterfaceFilter};
+use crate::iface::Discovery;
+use crate::manager::ConnectionManager;
+use crate::router::Router;
+use crate::socks::{ServeContext, SocksListener};
+
+/// Runs the engine until `shutdown` completes, then waits up to the configured grace period
+/// for open connections. Must be called inside an actix `System` (see [`run_blocking`]).
+///
+/// # Errors
+/// When the SOCKS listener cannot bind.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let listen = config.socks.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (socks.listen)"))?;
+    let local = listener.local_addr().context("listener address")?;
+
+    let router = Arc::new(Router::new());
+    let manager = ConnectionManager::new(router.clone()).start();
+    let discovery = Discovery::new(
+        InterfaceFilter::new(&config),
+        Duration::from_millis(config.discovery.rescan_interval_ms),
+        manager.clone().recipient(),
+    )
+    .start();
+
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let serve = Arc::new(ServeContext::new(
+        &config,
+        router,
+        discovery.clone().recipient(),
+    ));
+    let listener_actor = SocksListener::new(
+        listener,
+        serve,
+        config.socks.max_connections,
+        tracker.clone(),
+        token.clone(),
+    )
+    .start();
+    tracing::info!(listen = %local, strategy = %config.strategy, "netmix is ready.");
+
+    shutdown.await;
+    token.cancel();
+    tracker.close();
+    let grace = Duration::from_secs(config.shutdown_grace_period_secs);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            open = tracker.len(),
+            grace_secs = grace.as_secs(),
+            "Grace period over; closing open connections."
+        );
+    }
+    drop((listener_actor, discovery, manager));
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// Builds the runtime and the actix System, then runs [`run`] on it.
+///
+/// # Errors
+/// Runtime construction or [`run`] errors.
+pub fn run_blocking<F, Fut>(config: Config, shutdown: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("netmix-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let system = actix::System::with_tokio_rt(move || runtime);
+    system.block_on(async move { run(config, shutdown()).await })
+}

@@ -1,0 +1,130 @@
+//! The `netmix` command: parses the CLI, loads the config, and hands over to the library.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netmix::config::{Config, InterfaceFilter};
+
+/// Exit code for a bad command line or config (BSD sysexits EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+/// netmix makes every network a computer has work at once: a local SOCKS5 proxy that sends
+/// each new connection out through one of the machine's interfaces.
+#[derive(Parser, Debug)]
+#[command(name = "netmix", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the proxy (SOCKS5 on 127.0.0.1:1080 unless the config says otherwise).
+    Run {
+        /// Config file (TOML). Without it the built-in defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// List the interfaces discovery sees and whether netmix would use each.
+    Interfaces {
+        /// Config file whose include/exclude rules to apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file and exit 0 when it is valid.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::default()),
+        Some(path) => Config::load(path).map_err(|e| {
+            eprintln!("netmix: config error: {e}");
+            ExitCode::from(EX_USAGE)
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            netmix::telemetry::init();
+            match netmix::run_blocking(config, netmix::shutdown::signal) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("netmix: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Interfaces { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            print_interfaces(&config)
+        }
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("netmix: config error: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+    }
+}
+
+fn print_interfaces(config: &Config) -> ExitCode {
+    let filter = InterfaceFilter::new(config);
+    let list = match netmix::iface::scan::scan(&filter) {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("netmix: cannot list interfaces: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{:<16} {:>5}  {:<9} {:<5} {:<40} USED",
+        "NAME", "INDEX", "KIND", "STATE", "ADDRESSES"
+    );
+    for i in &list {
+        let addrs = i
+            .addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let used = match i.usable() {
+            Ok(()) => "yes".to_owned(),
+            Err(why) => format!("no: {why}"),
+        };
+        println!(
+            "{:<16} {:>5}  {:<9} {:<5} {:<40} {used}",
+            i.name,
+            i.index,
+            i.kind.as_str(),
+            if i.up { "up" } else { "down" },
+            if addrs.is_empty() {
+                "-".to_owned()
+            } else {
+                addrs
+            },
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,381 @@
+//! SOCKS5 server handshake (RFC 1928) with username/password authentication (RFC 1929).
+//!
+//! Reads exactly the bytes each message needs and never more, so data a client pipelines right
+//! after its request stays in the socket for the relay. Every failure maps to the reply code
+//! the client should get ([`HandshakeError::reply`]).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const VERSION: u8 = 0x05;
+const AUTH_VERSION: u8 = 0x01;
+const METHOD_NONE: u8 = 0x00;
+const METHOD_USERPASS: u8 = 0x02;
+const METHOD_UNACCEPTABLE: u8 = 0xFF;
+const CMD_CONNECT: u8 = 0x01;
+const ATYP_IPV4: u8 = 0x01;
+const ATYP_DOMAIN: u8 = 0x03;
+const ATYP_IPV6: u8 = 0x04;
+
+/// RFC 1928 reply codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reply {
+    /// 00 succeeded.
+    Succeeded = 0x00,
+    /// 01 general SOCKS server failure.
+    GeneralFailure = 0x01,
+    /// 02 connection not allowed by ruleset.
+    NotAllowed = 0x02,
+    /// 03 network unreachable.
+    NetworkUnreachable = 0x03,
+    /// 04 host unreachable.
+    HostUnreachable = 0x04,
+    /// 05 connection refused.
+    ConnectionRefused = 0x05,
+    /// 06 TTL expired (used for timeouts).
+    TtlExpired = 0x06,
+    /// 07 command not supported.
+    CommandNotSupported = 0x07,
+    /// 08 address type not supported.
+    AddressTypeNotSupported = 0x08,
+}
+
+/// Where the client wants to go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAddr {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A host name (to resolve) and port.
+    Domain(String, u16),
+}
+
+impl TargetAddr {
+    /// The destination port.
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::Ip(a) => a.port(),
+            Self::Domain(_, p) => *p,
+        }
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ip(a) => a.fmt(f),
+            Self::Domain(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+/// Accepted username/password pairs (RFC 1929). `None` in [`negotiate`] means no auth.
+pub trait Credentials: Send + Sync {
+    /// True when the pair is accepted.
+    fn check(&self, username: &[u8], password: &[u8]) -> bool;
+}
+
+/// Why a handshake ended without a CONNECT to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// Socket error or EOF mid-message.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Not SOCKS version 5.
+    #[error("not SOCKS5 (version byte {0:#04x})")]
+    BadVersion(u8),
+    /// The client offered no method we accept; it was sent 0xFF.
+    #[error("no acceptable authentication method offered")]
+    NoAcceptableMethod,
+    /// Wrong username or password; the client was told.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// A command other than CONNECT.
+    #[error("command {0:#04x} not supported")]
+    UnsupportedCommand(u8),
+    /// An address type other than IPv4, IPv6 or domain name.
+    #[error("address type {0:#04x} not supported")]
+    UnsupportedAddressType(u8),
+    /// A zero-length or non-UTF-8 domain name.
+    #[error("invalid domain name")]
+    BadDomain,
+}
+
+impl HandshakeError {
+    /// The reply code to send before closing, when the client reached the request stage.
+    pub fn reply(&self) -> Option<Reply> {
+        match self {
+            Self::UnsupportedCommand(_) => Some(Reply::CommandNotSupported),
+            Self::UnsupportedAddressType(_) => Some(Reply::AddressTypeNotSupported),
+            Self::BadDomain => Some(Reply::HostUnreachable),
+            Self::Io(_) | Self::BadVersion(_) | Self::NoAcceptableMethod | Self::AuthFailed => None,
+        }
+    }
+}
+
+/// Runs method negotiation, authentication and reads the request. On success the client is
+/// waiting for the reply to a CONNECT to the returned target.
+///
+/// # Errors
+/// [`HandshakeError`]; the method-rejection and auth-failure answers have already been sent,
+/// the request-stage reply (if any) is the caller's to send with [`write_reply`].
+pub async fn negotiate<S>(
+    stream: &mut S,
+    credentials: Option<&dyn Credentials>,
+) -> Result<TargetAddr, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // Method selection: VER NMETHODS METHODS...
+    let [version, n] = read_array::<2, _>(stream).await?;
+    if version != VERSION {
+        return Err(HandshakeError::BadVersion(version));
+    }
+    let mut methods = [0u8; 255];
+    let methods = &mut methods[..usize::from(n)];
+    stream.read_exact(methods).await?;
+    let wanted = if credentials.is_some() {
+        METHOD_USERPASS
+    } else {
+        METHOD_NONE
+    };
+    if !methods.contains(&wanted) {
+        stream.write_all(&[VERSION, METHOD_UNACCEPTABLE]).await?;
+        return Err(HandshakeError::NoAcceptableMethod);
+    }
+    stream.write_all(&[VERSION, wanted]).await?;
+
+    if let Some(credentials) = credentials {
+        let [auth_version, ulen] = read_array::<2, _>(stream).await?;
+        if auth_version != AUTH_VERSION {
+            stream.write_all(&[AUTH_VERSION, 0x01]).await?;
+            return Err(HandshakeError::AuthFailed);
+        }
+        let mut user = [0u8; 255];
+        let user = &mut user[..usize::from(ulen)];
+        stream.read_exact(user).await?;
+        let [plen] = read_array::<1, _>(stream).await?;
+        let mut pass = [0u8; 255];
+        let pass = &mut pass[..usize::from(plen)];
+        stream.read_exact(pass).await?;
+        if !credentials.check(user, pass) {
+            stream.write_all(&[AUTH_VERSION, 0x01]).await?;
+            return Err(HandshakeError::AuthFailed);
+        }
+        stream.write_all(&[AUTH_VERSION, 0x00]).await?;
+    }
+
+    // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
+    let [version, cmd, _rsv, atyp] = read_array::<4, _>(stream).await?;
+    if version != VERSION {
+        return Err(HandshakeError::BadVersion(version));
+    }
+    let target = match atyp {
+        ATYP_IPV4 => {
+            let [a, b, c, d, p0, p1] = read_array::<6, _>(stream).await?;
+            TargetAddr::Ip(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+                u16::from_be_bytes([p0, p1]),
+            ))
+        }
+        ATYP_IPV6 => {
+            let buf = read_array::<18, _>(stream).await?;
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&buf[..16]);
+            TargetAddr::Ip(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(octets)),
+                u16::from_be_bytes([buf[16], buf[17]]),
+            ))
+        }
+        ATYP_DOMAIN => {
+            let [len] = read_array::<1, _>(stream).await?;
+            let mut name = [0u8; 255];
+            let name = &mut name[..usize::from(len)];
+            stream.read_exact(name).await?;
+            let port = u16::from_be_bytes(read_array::<2, _>(stream).await?);
+            let host = std::str::from_utf8(name).map_err(|_| HandshakeError::BadDomain)?;
+            if host.is_empty() {
+                return Err(HandshakeError::BadDomain);
+            }
+            TargetAddr::Domain(host.to_owned(), port)
+        }
+        other => return Err(HandshakeError::UnsupportedAddressType(other)),
+    };
+    if cmd != CMD_CONNECT {
+        return Err(HandshakeError::UnsupportedCommand(cmd));
+    }
+    Ok(target)
+}
+
+/// Sends a reply with BND.ADDR/BND.PORT = `bound` (0.0.0.0:0 when there is none).
+///
+/// # Errors
+/// Socket errors.
+pub async fn write_reply<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    reply: Reply,
+    bound: Option<SocketAddr>,
+) -> std::io::Result<()> {
+    let (buf, len) = encode_reply(reply, bound);
+    stream.write_all(&buf[..len]).await
+}
+
+/// Encodes a reply into a fixed buffer; returns the buffer and the length used.
+pub fn encode_reply(reply: Reply, bound: Option<SocketAddr>) -> ([u8; 22], usize) {
+    let bound = bound.unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
+    let mut buf = [0u8; 22];
+    buf[..3].copy_from_slice(&[VERSION, reply as u8, 0x00]);
+    let at = match bound.ip() {
+        IpAddr::V4(ip) => {
+            buf[3] = ATYP_IPV4;
+            buf[4..8].copy_from_slice(&ip.octets());
+            8
+        }
+        IpAddr::V6(ip) => {
+            buf[3] = ATYP_IPV6;
+            buf[4..20].copy_from_slice(&ip.octets());
+            20
+        }
+    };
+    buf[at..at + 2].copy_from_slice(&bound.port().to_be_bytes());
+    (buf, at + 2)
+}
+
+async fn read_array<const N: usize, S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> std::io::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    stream.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    struct One;
+    impl Credentials for One {
+        fn check(&self, u: &[u8], p: &[u8]) -> bool {
+            u == b"user" && p == b"pass"
+        }
+    }
+
+    /// Runs `negotiate` against `input`; returns the result and everything the server wrote.
+    async fn run(
+        input: &[u8],
+        creds: Option<&dyn Credentials>,
+    ) -> (Result<TargetAddr, HandshakeError>, Vec<u8>) {
+        let (mut client, mut server) = duplex(4096);
+        client.write_all(input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let result = negotiate(&mut server, creds).await;
+        drop(server);
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.unwrap();
+        (result, out)
+    }
+
+    #[tokio::test]
+    async fn connect_ipv4_without_auth() {
+        let (r, out) = run(&[5, 1, 0, 5, 1, 0, 1, 198, 18, 0, 1, 0, 80], None).await;
+        assert_eq!(r.unwrap(), TargetAddr::Ip("198.18.0.1:80".parse().unwrap()));
+        assert_eq!(out, [5, 0]);
+    }
+
+    #[tokio::test]
+    async fn connect_ipv6_and_domain() {
+        let mut req = vec![5, 1, 0, 5, 1, 0, 4];
+        req.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        req.extend_from_slice(&443u16.to_be_bytes());
+        let (r, _) = run(&req, None).await;
+        assert_eq!(
+            r.unwrap(),
+            TargetAddr::Ip("[2001:db8::1]:443".parse().unwrap())
+        );
+
+        let name = "a".repeat(255);
+        let mut req = vec![5, 1, 0, 5, 1, 0, 3, 255];
+        req.extend_from_slice(name.as_bytes());
+        req.extend_from_slice(&[0, 80]);
+        let (r, _) = run(&req, None).await;
+        assert_eq!(r.unwrap(), TargetAddr::Domain(name, 80));
+    }
+
+    #[tokio::test]
+    async fn pipelined_bytes_stay_unread() {
+        let (mut client, mut server) = duplex(4096);
+        client
+            .write_all(&[5, 1, 0, 5, 1, 0, 1, 1, 2, 3, 4, 0, 7, b'G', b'E', b'T'])
+            .await
+            .unwrap();
+        negotiate(&mut server, None).await.unwrap();
+        let mut rest = [0u8; 3];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"GET");
+    }
+
+    #[tokio::test]
+    async fn no_acceptable_method_gets_ff() {
+        let (r, out) = run(&[5, 1, 2], None).await;
+        assert!(matches!(r, Err(HandshakeError::NoAcceptableMethod)));
+        assert_eq!(out, [5, 0xFF]);
+        let (r, out) = run(&[5, 1, 0], Some(&One)).await;
+        assert!(matches!(r, Err(HandshakeError::NoAcceptableMethod)));
+        assert_eq!(out, [5, 0xFF]);
+    }
+
+    #[tokio::test]
+    async fn userpass_good_and_bad() {
+        let mut ok = vec![5, 2, 0, 2, 1, 4];
+        ok.extend_from_slice(b"user");
+        ok.push(4);
+        ok.extend_from_slice(b"pass");
+        ok.extend_from_slice(&[5, 1, 0, 1, 10, 0, 0, 1, 0, 80]);
+        let (r, out) = run(&ok, Some(&One)).await;
+        assert!(r.is_ok());
+        assert_eq!(out, [5, 2, 1, 0]);
+
+        let mut bad = vec![5, 1, 2, 1, 4];
+        bad.extend_from_slice(b"user");
+        bad.push(4);
+        bad.extend_from_slice(b"nope");
+        let (r, out) = run(&bad, Some(&One)).await;
+        assert!(matches!(r, Err(HandshakeError::AuthFailed)));
+        assert_eq!(out, [5, 2, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn request_stage_errors_map_to_replies() {
+        let (r, _) = run(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
+        assert_eq!(r.unwrap_err().reply(), Some(Reply::CommandNotSupported));
+        let (r, _) = run(&[5, 1, 0, 5, 3, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
+        assert_eq!(r.unwrap_err().reply(), Some(Reply::CommandNotSupported));
+        let (r, _) = run(&[5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80], None).await;
+        assert_eq!(r.unwrap_err().reply(), Some(Reply::AddressTypeNotSupported));
+        let (r, _) = run(&[5, 1, 0, 5, 1, 0, 3, 0, 0, 80], None).await;
+        assert_eq!(r.unwrap_err().reply(), Some(Reply::HostUnreachable));
+    }
+
+    #[tokio::test]
+    async fn truncated_and_wrong_version() {
+        let (r, _) = run(&[5, 1, 0, 5, 1, 0, 1, 1, 2], None).await;
+        assert!(matches!(r, Err(HandshakeError::Io(_))));
+        let (r, out) = run(&[4, 1, 0], None).await;
+        assert!(matches!(r, Err(HandshakeError::BadVersion(4))));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reply_encoding() {
+        let (b, n) = encode_reply(Reply::Succeeded, Some("198.18.10.2:4000".parse().unwrap()));
+        assert_eq!(&b[..n], &[5, 0, 0, 1, 198, 18, 10, 2, 0x0f, 0xa0]);
+        let (b, n) = encode_reply(Reply::HostUnreachable, Some("[::1]:1".parse().unwrap()));
+        assert_eq!(n, 22);
+        assert_eq!(&b[..4], &[5, 4, 0, 4]);
+        let (b, n) = encode_reply(Reply::GeneralFailure, None);
+        assert_eq!(&b[..n], &[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+    }
+}

@@ -1,0 +1,10 @@
+//! The SOCKS5 front: the [`SocksListener`] actor accepts clients; each client is served by a
+//! plain tokio task ([`conn::serve`]): handshake, interface choice, bound connect, relay.
+
+pub mod conn;
+pub mod handshake;
+mod listener;
+pub mod relay;
+
+pub use conn::ServeContext;
+pub use listener::SocksListener;

@@ -32,6 +32,12 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 5;
 /// The strategy used when the config names none.
 pub const DEFAULT_STRATEGY: &str = "round-robin";
+/// Time between health probe rounds (when probe targets are configured).
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 5_000;
+/// One health probe's deadline.
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
+/// The floor of the adaptive per-attempt connect deadline.
+pub const DEFAULT_MIN_CONNECT_TIMEOUT_MS: u64 = 250;
 /// How many interfaces one client connection may try before the client gets an error.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
 
@@ -65,6 +71,15 @@ pub struct Config {
     /// Where strategy plugins are loaded from.
     #[serde(default)]
     pub plugins: PluginsConfig,
+    /// Health probing and the health state machine.
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Reactive failover.
+    #[serde(default)]
+    pub failover: FailoverConfig,
+    /// Write one JSON line per connection here (for training learned strategies). Default: off.
+    #[serde(default)]
+    pub connection_log: Option<PathBuf>,
     /// How long shutdown (SIGINT/SIGTERM) waits for open connections before it closes them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_period_secs: u64,
@@ -80,10 +95,6 @@ pub struct SocksConfig {
     /// The most client connections served at once (further clients wait to be accepted).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// How many interfaces one connection may try (first pick plus fallbacks) before the client
-    /// gets an error reply.
-    #[serde(default = "default_max_attempts")]
-    pub max_attempts: usize,
     /// RFC 1929 username/password authentication. Absent: no authentication (loopback only).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -175,6 +186,62 @@ pub struct TimeoutsConfig {
     pub idle_secs: u64,
 }
 
+/// `[health]`: active probes and the Up / Degraded / Down state machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// `host:port` targets that every interface probes by TCP connect, through itself.
+    /// Default: none, so netmix sends nothing on its own; passive health (the outcome of every
+    /// relayed connection) still works.
+    #[serde(default)]
+    pub probe_targets: Vec<String>,
+    /// Time between probe rounds.
+    #[serde(default = "default_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+    /// One probe's deadline.
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// Consecutive failures that take an interface Down (ejected).
+    #[serde(default = "default_failures_to_down")]
+    pub failures_to_down: u32,
+    /// Consecutive successes that take a Degraded interface back Up.
+    #[serde(default = "default_successes_to_up")]
+    pub successes_to_up: u32,
+    /// First ejection; each further one doubles, up to `eject_max_ms`.
+    #[serde(default = "default_eject_base_ms")]
+    pub eject_base_ms: u64,
+    /// Longest ejection.
+    #[serde(default = "default_eject_max_ms")]
+    pub eject_max_ms: u64,
+    /// How much latency history each interface keeps (the dashboard's chart).
+    #[serde(default = "default_history_secs")]
+    pub history_secs: u64,
+}
+
+/// `[failover]`: what happens when a connect through the chosen interface fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// Retry on the strategy's next choice before answering the client.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Interfaces one connection may try (first pick plus fallbacks).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: usize,
+    /// Each attempt's deadline adapts to the interface's measured latency
+    /// (4 × (EWMA + 2 × jitter) + 100 ms, between `min_connect_ms` and `timeouts.connect_ms`),
+    /// so a blackholed link costs far less than the full connect timeout.
+    #[serde(default = "default_true")]
+    pub adaptive_timeout: bool,
+    /// Floor of the adaptive deadline.
+    #[serde(default = "default_min_connect_ms")]
+    pub min_connect_ms: u64,
+    /// Start the next interface's attempt if the current one has not connected after this
+    /// long, and keep whichever connects first (happy-eyeballs style). 0 = off.
+    #[serde(default)]
+    pub race_after_ms: u64,
+}
+
 /// `[discovery]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +289,33 @@ const fn default_rescan_ms() -> u64 {
 const fn default_grace() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS
 }
+const fn default_true() -> bool {
+    true
+}
+const fn default_probe_interval_ms() -> u64 {
+    DEFAULT_PROBE_INTERVAL_MS
+}
+const fn default_probe_timeout_ms() -> u64 {
+    DEFAULT_PROBE_TIMEOUT_MS
+}
+const fn default_failures_to_down() -> u32 {
+    3
+}
+const fn default_successes_to_up() -> u32 {
+    2
+}
+const fn default_eject_base_ms() -> u64 {
+    2_000
+}
+const fn default_eject_max_ms() -> u64 {
+    60_000
+}
+const fn default_history_secs() -> u64 {
+    300
+}
+const fn default_min_connect_ms() -> u64 {
+    DEFAULT_MIN_CONNECT_TIMEOUT_MS
+}
 fn default_strategy() -> String {
     DEFAULT_STRATEGY.to_owned()
 }
@@ -237,7 +331,6 @@ impl Default for SocksConfig {
         Self {
             listen: DEFAULT_LISTEN,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
             auth: None,
             deny: default_deny(),
         }
@@ -259,6 +352,33 @@ impl Default for TimeoutsConfig {
             handshake_ms: DEFAULT_HANDSHAKE_TIMEOUT_MS,
             connect_ms: DEFAULT_CONNECT_TIMEOUT_MS,
             idle_secs: DEFAULT_IDLE_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            probe_targets: Vec::new(),
+            probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
+            failures_to_down: default_failures_to_down(),
+            successes_to_up: default_successes_to_up(),
+            eject_base_ms: default_eject_base_ms(),
+            eject_max_ms: default_eject_max_ms(),
+            history_secs: default_history_secs(),
+        }
+    }
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            adaptive_timeout: true,
+            min_connect_ms: DEFAULT_MIN_CONNECT_TIMEOUT_MS,
+            race_after_ms: 0,
         }
     }
 }
@@ -285,6 +405,9 @@ impl Default for Config {
             strategy: default_strategy(),
             strategies: BTreeMap::new(),
             plugins: PluginsConfig::default(),
+            health: HealthConfig::default(),
+            failover: FailoverConfig::default(),
+            connection_log: None,
             shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
         }
     }
@@ -406,12 +529,6 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if !(1..=16).contains(&s.max_attempts) {
-            return Err(ConfigError::new(
-                "socks.max_attempts",
-                "must be between 1 and 16",
-            ));
-        }
         if let Some(auth) = &s.auth {
             if auth.users.is_empty() {
                 return Err(ConfigError::new(
@@ -472,6 +589,46 @@ impl Config {
                 "must be between 100 and 3600000",
             ));
         }
+        let h = &self.health;
+        for (i, target) in h.probe_targets.iter().enumerate() {
+            if split_host_port(target).is_none() {
+                return Err(ConfigError::new(
+                    format!("health.probe_targets[{i}]"),
+                    format!("\"{target}\" is not host:port (IPv6 as [addr]:port)"),
+                ));
+            }
+        }
+        for (key, value, min) in [
+            ("health.probe_interval_ms", h.probe_interval_ms, 100),
+            ("health.probe_timeout_ms", h.probe_timeout_ms, 10),
+            ("health.eject_base_ms", h.eject_base_ms, 10),
+            ("health.history_secs", h.history_secs, 1),
+            ("failover.min_connect_ms", self.failover.min_connect_ms, 10),
+        ] {
+            if value < min {
+                return Err(ConfigError::new(key, format!("must be at least {min}")));
+            }
+        }
+        if h.eject_max_ms < h.eject_base_ms {
+            return Err(ConfigError::new(
+                "health.eject_max_ms",
+                "must be at least health.eject_base_ms",
+            ));
+        }
+        if h.failures_to_down == 0 || h.successes_to_up == 0 {
+            let key = if h.failures_to_down == 0 {
+                "health.failures_to_down"
+            } else {
+                "health.successes_to_up"
+            };
+            return Err(ConfigError::new(key, "must be at least 1"));
+        }
+        if !(1..=16).contains(&self.failover.max_attempts) {
+            return Err(ConfigError::new(
+                "failover.max_attempts",
+                "must be between 1 and 16",
+            ));
+        }
         if self.strategy.trim().is_empty() {
             return Err(ConfigError::new(
                 "strategy",
@@ -503,6 +660,17 @@ impl Config {
             .map(|t| toml::to_string(t).unwrap_or_default())
             .unwrap_or_default()
     }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6 literals); `None` when malformed.
+pub fn split_host_port(target: &str) -> Option<(&str, u16)> {
+    let (host, port) = target.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port != 0 && !host.contains(' ')).then_some((host, port))
 }
 
 /// Compiles a name glob; the error is a reason fit for a [`ConfigError`].
@@ -670,6 +838,15 @@ mod tests {
                 "discovery.rescan_interval_ms",
             ),
             ("strategy = \" \"\n", "strategy"),
+            (
+                "[health]\nprobe_targets = [\"nohost\"]\n",
+                "health.probe_targets[0]",
+            ),
+            (
+                "[health]\neject_base_ms = 5000\neject_max_ms = 10\n",
+                "health.eject_max_ms",
+            ),
+            ("[failover]\nmax_attempts = 0\n", "failover.max_attempts"),
             (
                 "[[socks.auth.users]]\nusername = \"\"\npassword = \"p\"\n",
                 "socks.auth.users[0].username",

@@ -28,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod events;
+pub mod health;
 pub mod iface;
 pub mod manager;
 pub mod router;
@@ -45,7 +47,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, InterfaceFilter};
-use crate::iface::Discovery;
+use crate::events::{EventKind, Events};
+use crate::health::HealthProber;
+use crate::iface::{Discovery, InterfaceParams};
 use crate::manager::ConnectionManager;
 use crate::router::Router;
 use crate::socks::{ServeContext, SocksListener};
@@ -62,14 +66,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("cannot listen on {listen} (socks.listen)"))?;
     let local = listener.local_addr().context("listener address")?;
 
-    let router = Arc::new(Router::new());
+    let events = Events::new();
+    let router = Arc::new(load_strategies(&config, &events));
     let manager = ConnectionManager::new(router.clone()).start();
     let discovery = Discovery::new(
         InterfaceFilter::new(&config),
+        InterfaceParams::from_config(&config),
         Duration::from_millis(config.discovery.rescan_interval_ms),
         manager.clone().recipient(),
+        events.clone(),
     )
     .start();
+
+    let prober = HealthProber::new(&config.health, manager.clone()).start();
 
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -77,6 +86,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &config,
         router,
         discovery.clone().recipient(),
+        events.clone(),
     ));
     let listener_actor = SocksListener::new(
         listener,
@@ -99,9 +109,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "Grace period over; closing open connections."
         );
     }
-    drop((listener_actor, discovery, manager));
+    drop((listener_actor, discovery, manager, prober));
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Loads the plugins folder, logs every refused file in one line, and selects the configured
+/// strategy (falling back to the built-in one, loudly, when it cannot).
+fn load_strategies(config: &Config, events: &Events) -> Router {
+    let scan = router::plugins::scan(config);
+    for refused in &scan.refused {
+        tracing::warn!("Plugin refused: {refused}");
+        events.emit(
+            EventKind::PluginError,
+            None,
+            format!("plugin refused: {refused}"),
+        );
+    }
+    for plugin in &scan.loaded {
+        tracing::info!(strategy = %plugin.name, file = %plugin.path.display(), "Plugin loaded.");
+    }
+    let plugins = scan
+        .loaded
+        .into_iter()
+        .map(|p| {
+            let options = config.strategy_options(&p.name);
+            (p, options)
+        })
+        .collect();
+    let router = Router::with_plugins(events.clone(), plugins);
+    router.select_or_fallback(&config.strategy);
+    router
 }
 
 /// Builds the runtime and the actix System, then runs [`run`] on it.

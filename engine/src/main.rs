@@ -34,6 +34,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// List the strategy plugins found in the plugins folder, and why any file was refused.
+    Plugins {
+        /// Config file whose `plugins.dir` to search.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Check a config file and exit 0 when it is valid.
     CheckConfig {
         /// The file to check.
@@ -75,6 +81,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             print_interfaces(&config)
+        }
+        Command::Plugins { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            print_plugins(&config)
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
@@ -124,6 +137,42 @@ fn print_interfaces(config: &Config) -> ExitCode {
             } else {
                 addrs
             },
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_plugins(config: &Config) -> ExitCode {
+    let scan = netmix::router::plugins::scan(config);
+    match &scan.dir {
+        Some(dir) => println!("plugins folder: {}", dir.display()),
+        None => println!("plugins folder: (none found)"),
+    }
+    println!("{:<16} {:<60} FILE", "STRATEGY", "DESCRIPTION");
+    for p in &scan.loaded {
+        println!("{:<16} {:<60} {}", p.name, p.description, p.path.display());
+    }
+    if !scan
+        .loaded
+        .iter()
+        .any(|p| p.name == netmix::router::BUILTIN)
+    {
+        println!(
+            "{:<16} {:<60} built-in",
+            netmix::router::BUILTIN,
+            "weighted round-robin (built in)"
+        );
+    }
+    for refused in &scan.refused {
+        println!("refused: {refused}");
+    }
+    let selected = &config.strategy;
+    if scan.loaded.iter().any(|p| &p.name == selected) || selected == netmix::router::BUILTIN {
+        println!("selected: {selected}");
+    } else {
+        println!(
+            "selected: {selected} (not found: the built-in {} would answer)",
+            netmix::router::BUILTIN
         );
     }
     ExitCode::SUCCESS

@@ -38,6 +38,26 @@ pub enum ConnectError {
 }
 
 impl ConnectError {
+    /// True when the failure shows the link itself is unusable: no such device, source
+    /// address gone. ("Network unreachable" is not enough: a remote router says it too.)
+    pub fn is_link_failure(&self) -> bool {
+        const ENODEV: i32 = 19;
+        match self {
+            Self::Io(e) => {
+                e.kind() == io::ErrorKind::AddrNotAvailable
+                    || (cfg!(any(target_os = "linux", target_os = "android"))
+                        && e.raw_os_error() == Some(ENODEV))
+            }
+            Self::NoAddressFamily { .. } | Self::Timeout => false,
+        }
+    }
+
+    /// True when the link may have gone down (worth an immediate interface rescan).
+    pub fn suggests_link_down(&self) -> bool {
+        self.is_link_failure()
+            || matches!(self, Self::Io(e) if e.kind() == io::ErrorKind::NetworkUnreachable)
+    }
+
     /// True when the failure says something about the interface (link down, no route,
     /// blackhole), false when it is the destination's doing (refused).
     pub fn is_interface_side(&self) -> bool {

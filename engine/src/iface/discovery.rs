@@ -3,13 +3,14 @@
 //! changes, and retires the ones that vanished (their open connections drain).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use super::scan::{ScannedInterface, scan};
-use super::{InterfaceActor, InterfaceChanged, LinkUpdated, Retire};
+use super::{InterfaceActor, InterfaceChanged, InterfaceParams, LinkUpdated, Retire};
 use crate::config::InterfaceFilter;
+use crate::events::Events;
 
 /// Rescan now (a relay saw an interface vanish or go down).
 #[derive(Message, Debug)]
@@ -24,31 +25,45 @@ struct Known {
 /// Keeps the set of [`InterfaceActor`]s in step with the machine.
 pub struct Discovery {
     filter: InterfaceFilter,
+    params: InterfaceParams,
     interval: Duration,
     manager: Recipient<InterfaceChanged>,
+    events: Events,
     known: HashMap<String, Known>,
     next_id: u32,
     scan_failed: bool,
+    last_scan: Option<Instant>,
+    rescan_pending: bool,
 }
+
+/// Rescans asked for by relays closer together than this are folded into one.
+const MIN_RESCAN_GAP: Duration = Duration::from_millis(200);
 
 impl Discovery {
     /// A discovery actor (not started) that rescans every `interval`.
     pub fn new(
         filter: InterfaceFilter,
+        params: InterfaceParams,
         interval: Duration,
         manager: Recipient<InterfaceChanged>,
+        events: Events,
     ) -> Self {
         Self {
             filter,
+            params,
             interval,
             manager,
+            events,
             known: HashMap::new(),
             next_id: 1,
             scan_failed: false,
+            last_scan: None,
+            rescan_pending: false,
         }
     }
 
     fn rescan(&mut self) {
+        self.last_scan = Some(Instant::now());
         let scanned = match scan(&self.filter) {
             Ok(list) => {
                 if self.scan_failed {
@@ -83,8 +98,14 @@ impl Discovery {
                     let settings = self.filter.settings(&iface.name);
                     let weight = settings.map_or(1, |s| s.weight);
                     let metered = settings.is_some_and(|s| s.metered);
-                    let actor =
-                        InterfaceActor::spawn(id, &iface, weight, metered, self.manager.clone());
+                    let actor = InterfaceActor::spawn(
+                        id,
+                        &iface,
+                        (weight, metered),
+                        self.params,
+                        self.manager.clone(),
+                        self.events.clone(),
+                    );
                     self.known
                         .insert(iface.name.clone(), Known { last: iface, actor });
                 }
@@ -115,7 +136,17 @@ impl Actor for Discovery {
 impl Handler<Rescan> for Discovery {
     type Result = ();
 
-    fn handle(&mut self, _: Rescan, _ctx: &mut Self::Context) {
-        self.rescan();
+    fn handle(&mut self, _: Rescan, ctx: &mut Self::Context) {
+        let since = self.last_scan.map_or(MIN_RESCAN_GAP, |t| t.elapsed());
+        if since >= MIN_RESCAN_GAP {
+            self.rescan();
+        } else if !self.rescan_pending {
+            // Fold a burst of requests into one rescan at the end of the gap.
+            self.rescan_pending = true;
+            ctx.run_later(MIN_RESCAN_GAP - since, |act, _| {
+                act.rescan_pending = false;
+                act.rescan();
+            });
+        }
     }
 }

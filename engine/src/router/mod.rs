@@ -1,18 +1,33 @@
-//! The router: an immutable snapshot of the usable interfaces (rebuilt when the set or a
-//! number changes) and the strategy that orders them for each new connection.
+//! The router: an immutable snapshot of the interfaces (rebuilt whenever the set or a number
+//! changes) and the active strategy that orders them for each new connection.
 //!
-//! `publish` runs on the ConnectionManager's thread; `pick` runs on relay tasks and only reads
-//! the snapshot through an `ArcSwap`, so a connection never waits for an actor to choose.
+//! `publish` runs on the ConnectionManager's thread and also converts the snapshot to the
+//! plugin ABI's types once, so `pick` — on relay tasks — only loads two `ArcSwap`s and calls
+//! the strategy: a connection never waits for an actor to choose.
+//!
+//! Strategies are plugins (see [`plugins`]); the built-in weighted round-robin answers when
+//! the selected plugin is missing, errs, panics or returns nothing usable, and says so once
+//! per plugin in the log and in the event feed.
 
+pub mod plugins;
 mod round_robin;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use abi_stable::std_types::{RNone, ROption, RSome, RString, RVec};
 use arc_swap::ArcSwap;
+use netmix_plugin_api::host::LoadedPlugin;
+use netmix_plugin_api::{self as api, StrategyBox};
 
-use crate::iface::InterfaceView;
+use crate::events::{EventKind, Events};
+use crate::health::state::Health;
+use crate::iface::{InterfaceKind, InterfaceView};
 pub use round_robin::RoundRobin;
+
+/// The name of the built-in strategy (also the fallback).
+pub const BUILTIN: &str = "round-robin";
 
 /// What a strategy knows about a new connection.
 #[derive(Debug, Clone)]
@@ -34,39 +49,225 @@ pub struct Decision {
     pub order: Vec<Arc<InterfaceView>>,
     /// Short reason for logs and the dashboard.
     pub reason: String,
+    /// The strategy that decided (`round-robin (fallback)` when the built-in stood in).
+    pub strategy: String,
+    /// The plugin instance that decided, for outcome feedback.
+    pub decided_by: Option<Arc<ActiveStrategy>>,
 }
 
 /// The interfaces as of the last change, plus what strategies precompute from them.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Usable interfaces, ordered by id.
+    /// Interfaces new connections may use (not Down), ordered by id; all present ones when
+    /// every one is Down (the last interface is never ejected).
     pub interfaces: Vec<Arc<InterfaceView>>,
+    /// The same interfaces in the plugin ABI's types.
+    pub ffi: RVec<api::InterfaceSnapshot>,
     /// The weighted round-robin sequence (indexes into `interfaces`).
     rr_sequence: Vec<usize>,
 }
 
 impl Snapshot {
     fn build(all: Vec<Arc<InterfaceView>>) -> Self {
-        let interfaces: Vec<_> = all.into_iter().filter(|v| v.is_usable()).collect();
+        let any_usable = all.iter().any(|v| v.is_usable());
+        let interfaces: Vec<_> = all
+            .into_iter()
+            .filter(|v| {
+                if any_usable {
+                    v.is_usable()
+                } else {
+                    v.is_present()
+                }
+            })
+            .collect();
         let weights: Vec<u32> = interfaces.iter().map(|v| v.weight).collect();
+        let ffi = interfaces.iter().map(|v| to_ffi(v, !any_usable)).collect();
         Self {
             rr_sequence: round_robin::smooth_sequence(&weights),
+            ffi,
             interfaces,
         }
     }
+
+    fn by_id(&self, id: u32) -> Option<&Arc<InterfaceView>> {
+        self.interfaces.iter().find(|v| v.id == id)
+    }
+}
+
+/// A strategy instance built from a plugin.
+pub struct ActiveStrategy {
+    /// The strategy's name.
+    pub name: String,
+    /// The file it came from.
+    pub source: String,
+    strategy: StrategyBox,
+    reported: AtomicBool,
+}
+
+impl std::fmt::Debug for ActiveStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveStrategy")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A strategy users may select.
+#[derive(Debug, Clone)]
+pub struct StrategyInfo {
+    /// Name for the config and the dashboard.
+    pub name: String,
+    /// One sentence.
+    pub description: String,
+    /// "built-in" or the plugin file.
+    pub source: String,
 }
 
 /// Picks the interfaces for each connection from the latest snapshot.
-#[derive(Debug, Default)]
 pub struct Router {
     snapshot: ArcSwap<Snapshot>,
     round_robin: RoundRobin,
+    /// `None`: the built-in round-robin is active (selected, or standing in).
+    active: ArcSwap<Option<Arc<ActiveStrategy>>>,
+    /// The name the user selected (may be missing, then the built-in stands in).
+    selected: ArcSwap<String>,
+    plugins: Vec<(LoadedPlugin, String)>,
+    events: Events,
+    plugin_errors: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("selected", &self.selected.load())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Router {
-    /// A router with no interfaces yet.
-    pub fn new() -> Self {
-        Self::default()
+    /// A router with the built-in strategy only and no interfaces yet.
+    pub fn new(events: Events) -> Self {
+        Self {
+            snapshot: ArcSwap::default(),
+            round_robin: RoundRobin::default(),
+            active: ArcSwap::from_pointee(None),
+            selected: ArcSwap::from_pointee(BUILTIN.to_owned()),
+            plugins: Vec::new(),
+            events,
+            plugin_errors: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+        }
+    }
+
+    /// A router that can switch between `plugins` (each with its options as TOML text).
+    pub fn with_plugins(events: Events, plugins: Vec<(LoadedPlugin, String)>) -> Self {
+        Self {
+            plugins,
+            ..Self::new(events)
+        }
+    }
+
+    /// Makes `name` the active strategy. A plugin of that name wins over the built-in.
+    ///
+    /// # Errors
+    /// When no strategy has that name, or the plugin's constructor fails (the previous
+    /// strategy stays active).
+    pub fn select(&self, name: &str) -> Result<(), String> {
+        if let Some((plugin, options)) = self.plugins.iter().find(|(p, _)| p.name == name) {
+            let strategy = plugin.instantiate(options).map_err(|e| {
+                self.plugin_errors.fetch_add(1, Ordering::Relaxed);
+                let msg = format!(
+                    "strategy \"{name}\" ({}) failed to start: {e}",
+                    plugin.path.display()
+                );
+                self.events.emit(EventKind::PluginError, None, msg.clone());
+                msg
+            })?;
+            self.active.store(Arc::new(Some(Arc::new(ActiveStrategy {
+                name: name.to_owned(),
+                source: plugin.path.display().to_string(),
+                strategy,
+                reported: AtomicBool::new(false),
+            }))));
+        } else if name == BUILTIN {
+            self.active.store(Arc::new(None));
+        } else {
+            let known = self
+                .available()
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!("no strategy named \"{name}\" (available: {known})"));
+        }
+        self.selected.store(Arc::new(name.to_owned()));
+        tracing::info!(strategy = name, "Strategy selected.");
+        self.events.emit(
+            EventKind::StrategyChanged,
+            None,
+            format!("strategy is now {name}"),
+        );
+        Ok(())
+    }
+
+    /// Selects `name`, or falls back to the built-in (and says so) when it cannot.
+    pub fn select_or_fallback(&self, name: &str) {
+        if let Err(error) = self.select(name) {
+            self.fallbacks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, fallback = BUILTIN, "Cannot use the configured strategy; using the built-in one.");
+            self.events.emit(
+                EventKind::Fallback,
+                None,
+                format!("{error}; using the built-in {BUILTIN}"),
+            );
+            self.selected.store(Arc::new(name.to_owned()));
+            self.active.store(Arc::new(None));
+        }
+    }
+
+    /// Every selectable strategy: plugins, then the built-in (unless a plugin took its name).
+    pub fn available(&self) -> Vec<StrategyInfo> {
+        let mut list: Vec<StrategyInfo> = self
+            .plugins
+            .iter()
+            .map(|(p, _)| StrategyInfo {
+                name: p.name.clone(),
+                description: p.description.clone(),
+                source: p.path.display().to_string(),
+            })
+            .collect();
+        if !list.iter().any(|s| s.name == BUILTIN) {
+            list.push(StrategyInfo {
+                name: BUILTIN.to_owned(),
+                description: "weighted round-robin (built in)".to_owned(),
+                source: "built-in".to_owned(),
+            });
+        }
+        list
+    }
+
+    /// The strategy the user selected.
+    pub fn selected(&self) -> String {
+        self.selected.load().as_ref().clone()
+    }
+
+    /// The strategy actually answering (the built-in when it stands in).
+    pub fn active_name(&self) -> String {
+        match self.active.load().as_ref() {
+            Some(a) => a.name.clone(),
+            None => BUILTIN.to_owned(),
+        }
+    }
+
+    /// True when the built-in answers in place of the selected plugin.
+    pub fn is_fallback(&self) -> bool {
+        self.active.load().is_none() && self.selected.load().as_str() != BUILTIN
+    }
+
+    /// Plugin errors so far (load, construction, pick).
+    pub fn plugin_errors(&self) -> u64 {
+        self.plugin_errors.load(Ordering::Relaxed)
     }
 
     /// Replaces the snapshot (called by the ConnectionManager on every change).
@@ -80,8 +281,186 @@ impl Router {
     }
 
     /// Orders the usable interfaces for a new connection.
-    pub fn pick(&self, _conn: &ConnMeta) -> Decision {
+    pub fn pick(&self, conn: &ConnMeta) -> Decision {
         let snapshot = self.snapshot.load();
-        self.round_robin.pick(&snapshot)
+        let active = self.active.load();
+        let Some(strategy) = active.as_ref() else {
+            let (order, reason) = self.round_robin.pick(&snapshot);
+            let strategy = if self.is_fallback() {
+                format!("{BUILTIN} (fallback)")
+            } else {
+                BUILTIN.to_owned()
+            };
+            return Decision {
+                order,
+                reason,
+                strategy,
+                decided_by: None,
+            };
+        };
+        let meta = conn_to_ffi(conn);
+        let failure = match strategy
+            .strategy
+            .pick(snapshot.ffi.as_rslice(), &meta)
+            .into_result()
+        {
+            Ok(choice) => {
+                let ids = choice.valid_order(&snapshot.ffi, &meta);
+                if ids.is_empty() && !snapshot.interfaces.is_empty() {
+                    Some("returned no usable interface".to_owned())
+                } else {
+                    let mut order: Vec<_> = ids
+                        .iter()
+                        .filter_map(|id| snapshot.by_id(*id).cloned())
+                        .collect();
+                    // Whatever the plugin left out still serves as a last-resort fallback.
+                    for v in &snapshot.interfaces {
+                        if !ids.contains(&v.id) {
+                            order.push(v.clone());
+                        }
+                    }
+                    return Decision {
+                        order,
+                        reason: choice.reason.into_string(),
+                        strategy: strategy.name.clone(),
+                        decided_by: Some(strategy.clone()),
+                    };
+                }
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        let failure = failure.unwrap_or_default();
+        self.plugin_errors.fetch_add(1, Ordering::Relaxed);
+        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+        if !strategy.reported.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                plugin = %strategy.name,
+                file = %strategy.source,
+                error = %failure,
+                "Strategy plugin failed; the built-in round-robin answers instead (logged once)."
+            );
+            self.events.emit(
+                EventKind::PluginError,
+                None,
+                format!(
+                    "strategy {} failed: {failure}; built-in {BUILTIN} answers",
+                    strategy.name
+                ),
+            );
+        } else {
+            tracing::debug!(plugin = %strategy.name, error = %failure, "Strategy plugin failed again.");
+        }
+        let (order, reason) = self.round_robin.pick(&snapshot);
+        Decision {
+            order,
+            reason: format!("fallback ({} failed): {reason}", strategy.name),
+            strategy: format!("{BUILTIN} (fallback)"),
+            decided_by: None,
+        }
+    }
+
+    /// Tells the strategy that decided how a connection through `iface` went.
+    pub fn observe(decision: &Decision, conn: &ConnMeta, outcome: Observation) {
+        let Some(strategy) = &decision.decided_by else {
+            return;
+        };
+        let stage = match outcome.stage {
+            Stage::Connected => api::OutcomeStage::Connected,
+            Stage::ConnectFailed => api::OutcomeStage::ConnectFailed,
+            Stage::Closed => api::OutcomeStage::Closed,
+        };
+        let report = api::ConnOutcome {
+            interface: outcome.iface,
+            conn: conn_to_ffi(conn),
+            stage,
+            connect_us: u32::try_from(outcome.connect_us).unwrap_or(u32::MAX),
+            bytes_up: outcome.bytes_up,
+            bytes_down: outcome.bytes_down,
+            duration_us: outcome.duration_us,
+            ext: api::ExtFields::default(),
+        };
+        if let Err(e) = strategy.strategy.observe(&report).into_result() {
+            tracing::debug!(plugin = %strategy.name, error = %e, "Strategy observe failed.");
+        }
+    }
+}
+
+/// A moment of a connection's life, for [`Router::observe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Connected.
+    Connected,
+    /// Connect failed on this interface.
+    ConnectFailed,
+    /// Finished.
+    Closed,
+}
+
+/// What [`Router::observe`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    /// Interface id.
+    pub iface: u32,
+    /// The moment.
+    pub stage: Stage,
+    /// Connect time.
+    pub connect_us: u64,
+    /// Bytes to the destination.
+    pub bytes_up: u64,
+    /// Bytes from the destination.
+    pub bytes_down: u64,
+    /// Time since connected.
+    pub duration_us: u64,
+}
+
+fn conn_to_ffi(conn: &ConnMeta) -> api::ConnMeta {
+    api::ConnMeta {
+        host: conn
+            .host
+            .as_deref()
+            .map_or(RNone, |h| RSome(RString::from(h))),
+        addr: conn.addr.map_or(RNone, |a| RSome(a.into())),
+        port: conn.port,
+        client: conn.client.ip().into(),
+        client_port: conn.client.port(),
+        tried: RVec::new(),
+        ext: api::ExtFields::default(),
+    }
+}
+
+fn to_ffi(v: &InterfaceView, all_down: bool) -> api::InterfaceSnapshot {
+    let state = match v.health {
+        // When every interface is Down they are offered anyway, as Degraded.
+        Health::Down if all_down => api::LinkState::Degraded,
+        Health::Down => api::LinkState::Down,
+        Health::Degraded => api::LinkState::Degraded,
+        Health::Up => api::LinkState::Up,
+    };
+    api::InterfaceSnapshot {
+        id: v.id,
+        name: RString::from(v.name.as_str()),
+        kind: match v.kind {
+            InterfaceKind::Physical => api::InterfaceKind::Physical,
+            InterfaceKind::Tether => api::InterfaceKind::Tether,
+            InterfaceKind::Virtual => api::InterfaceKind::Virtual,
+            InterfaceKind::ZeroTier => api::InterfaceKind::ZeroTier,
+            InterfaceKind::Loopback => api::InterfaceKind::Loopback,
+        },
+        state,
+        addrs: v.addrs.iter().map(|a| (*a).into()).collect(),
+        latency_ewma_us: v.latency_ewma_us.map_or(ROption::RNone, ROption::RSome),
+        latency_samples_us: v.recent_latency_us.iter().copied().collect(),
+        jitter_us: v.jitter_us,
+        successes: v.stats.successes,
+        failures: v.stats.failures,
+        active_conns: v.stats.active,
+        bytes_up: v.stats.bytes_up,
+        bytes_down: v.stats.bytes_down,
+        throughput_up_bps: v.stats.up_bps,
+        throughput_down_bps: v.stats.down_bps,
+        weight: v.weight,
+        metered: v.metered,
+        zerotier: ROption::RNone,
+        ext: api::ExtFields::default(),
     }
 }

@@ -3,7 +3,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Decision, Snapshot};
+use std::sync::Arc;
+
+use super::Snapshot;
+use crate::iface::InterfaceView;
 
 /// Smooth weighted round-robin over the snapshot's precomputed sequence.
 #[derive(Debug, Default)]
@@ -13,13 +16,10 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     /// The next interface in the sequence first, then every other usable one in id order.
-    pub fn pick(&self, snapshot: &Snapshot) -> Decision {
+    pub fn pick(&self, snapshot: &Snapshot) -> (Vec<Arc<InterfaceView>>, String) {
         let seq = &snapshot.rr_sequence;
         if seq.is_empty() {
-            return Decision {
-                order: Vec::new(),
-                reason: "no usable interface".into(),
-            };
+            return (Vec::new(), "no usable interface".into());
         }
         let step = self.cursor.fetch_add(1, Ordering::Relaxed) % seq.len();
         let first = seq[step];
@@ -33,7 +33,7 @@ impl RoundRobin {
         } else {
             format!("round-robin {}/{} (weight {weight})", step + 1, seq.len())
         };
-        Decision { order, reason }
+        (order, reason)
     }
 }
 

@@ -9,14 +9,16 @@ use std::time::Duration;
 use actix::Recipient;
 use ipnet::IpNet;
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
 
 use super::handshake::{self, Credentials, Reply, TargetAddr};
 use super::relay::relay;
 use crate::config::{Config, UserConfig};
+use crate::events::{EventKind, Events};
 use crate::iface::bind::{ConnectError, connect_via};
-use crate::iface::{ConnClosed, ConnFailed, ConnOpened, Rescan};
-use crate::router::{ConnMeta, Router};
+use crate::iface::{ConnClosed, ConnOpened, InterfaceView, Observed, Outcome, Rescan, Source};
+use crate::router::{ConnMeta, Observation, Router, Stage};
 
 /// The accepted RFC 1929 users.
 #[derive(Debug, Clone)]
@@ -51,15 +53,24 @@ pub struct ServeContext {
     pub connect_timeout: Duration,
     /// Idle relay deadline.
     pub idle_timeout: Option<Duration>,
-    /// Interfaces tried per connection at most.
+    /// Interfaces tried per connection at most (1 when failover is off).
     pub max_attempts: usize,
+    /// Race the next interface after this stagger (`None`: one attempt at a time).
+    pub race_after: Option<Duration>,
     /// Asks discovery to rescan when an interface seems to have vanished.
     pub rescan: Recipient<Rescan>,
+    /// Failover events for the dashboard.
+    pub events: Events,
 }
 
 impl ServeContext {
     /// The shared context for a config.
-    pub fn new(config: &Config, router: Arc<Router>, rescan: Recipient<Rescan>) -> Self {
+    pub fn new(
+        config: &Config,
+        router: Arc<Router>,
+        rescan: Recipient<Rescan>,
+        events: Events,
+    ) -> Self {
         Self {
             router,
             users: config.socks.auth.as_ref().map(|a| Users(a.users.clone())),
@@ -67,8 +78,15 @@ impl ServeContext {
             handshake_timeout: config.handshake_timeout(),
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),
-            max_attempts: config.socks.max_attempts,
+            max_attempts: if config.failover.enabled {
+                config.failover.max_attempts
+            } else {
+                1
+            },
+            race_after: (config.failover.enabled && config.failover.race_after_ms > 0)
+                .then(|| Duration::from_millis(config.failover.race_after_ms)),
             rescan,
+            events,
         }
     }
 }
@@ -122,47 +140,52 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         client: peer,
     };
     let decision = ctx.router.pick(&meta);
-    let mut last_error: Option<ConnectError> = None;
-    let mut connected = None;
-    for iface in decision.order.iter().take(ctx.max_attempts) {
-        let Some(&dest) = addrs.iter().find(|a| iface.source_for(a).is_some()) else {
-            continue;
-        };
-        match connect_via(iface, dest, ctx.connect_timeout).await {
-            Ok(stream) => {
-                connected = Some((iface.clone(), stream));
-                break;
-            }
-            Err(error) => {
-                tracing::debug!(%peer, %target, iface = %iface.name, %error, "Connect failed.");
-                if !error.is_interface_side() {
-                    // The destination refused: another interface would hear the same.
-                    last_error = Some(error);
-                    break;
-                }
-                iface.actor.do_send(ConnFailed);
-                if matches!(&error, ConnectError::Io(e) if link_gone(e)) {
-                    ctx.rescan.do_send(Rescan);
-                }
-                last_error = Some(error);
-            }
+    let connected = match connect_with_failover(&ctx, &decision.order, &addrs).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            let reply = error.as_ref().map_or(Reply::NetworkUnreachable, reply_for);
+            tracing::info!(
+                %peer,
+                %target,
+                reply = ?reply,
+                error = error.as_ref().map(|e| e.to_string()),
+                "Connection failed."
+            );
+            let _ = handshake::write_reply(&mut client, reply, None).await;
+            return;
         }
-    }
-    let Some((iface, mut outbound)) = connected else {
-        let reply = last_error
-            .as_ref()
-            .map_or(Reply::NetworkUnreachable, reply_for);
-        tracing::info!(
-            %peer,
-            %target,
-            reply = ?reply,
-            error = last_error.as_ref().map(|e| e.to_string()),
-            "Connection failed."
-        );
-        let _ = handshake::write_reply(&mut client, reply, None).await;
-        return;
     };
 
+    let Connected {
+        iface,
+        stream: mut outbound,
+        connect_time,
+        failed,
+    } = connected;
+    if !failed.is_empty() {
+        let tried: Vec<String> = failed.iter().map(|(n, e)| format!("{n} ({e})")).collect();
+        let message = format!(
+            "{target}: {} failed, connected via {}",
+            tried.join(", "),
+            iface.name
+        );
+        tracing::info!(%peer, %target, iface = %iface.name, failed = ?tried, "Failed over.");
+        ctx.events
+            .emit(EventKind::Failover, Some(&iface.name), message);
+    }
+    let observation = |stage, bytes_up, bytes_down, duration: Duration| Observation {
+        iface: iface.id,
+        stage,
+        connect_us: connect_time.as_micros() as u64,
+        bytes_up,
+        bytes_down,
+        duration_us: duration.as_micros() as u64,
+    };
+    Router::observe(
+        &decision,
+        &meta,
+        observation(Stage::Connected, 0, 0, Duration::ZERO),
+    );
     let bound = outbound.local_addr().ok();
     if handshake::write_reply(&mut client, Reply::Succeeded, bound)
         .await
@@ -172,12 +195,120 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     }
     iface.actor.do_send(ConnOpened);
     tracing::debug!(%peer, %target, iface = %iface.name, reason = %decision.reason, "Relaying.");
-    let totals = relay(&mut client, &mut outbound, ctx.idle_timeout).await;
-    iface.actor.do_send(ConnClosed {
-        bytes_up: totals.up,
-        bytes_down: totals.down,
-    });
+    let started = Instant::now();
+    let totals = relay(&mut client, &mut outbound, &iface.live, ctx.idle_timeout).await;
+    iface.actor.do_send(ConnClosed);
+    Router::observe(
+        &decision,
+        &meta,
+        observation(Stage::Closed, totals.up, totals.down, started.elapsed()),
+    );
     tracing::debug!(%peer, %target, iface = %iface.name, up = totals.up, down = totals.down, "Closed.");
+}
+
+/// Connects through the interfaces in `order`: the first, then (on interface-side failures)
+/// the next, up to `max_attempts`; with `race_after` set, a slow attempt is raced by the next
+/// one after that stagger and the first to connect wins.
+///
+/// Health bookkeeping: a link-level failure (network unreachable, device gone) counts against
+/// its interface at once; a timeout or host-unreachable counts only when another interface then
+/// reached the same destination (otherwise the destination is the likelier culprit); a refusal
+/// proves the link works and ends the attempts.
+///
+/// # Errors
+/// The last failure, or `None` when no interface could even try.
+async fn connect_with_failover(
+    ctx: &ServeContext,
+    order: &[Arc<InterfaceView>],
+    addrs: &[SocketAddr],
+) -> Result<Connected, Option<ConnectError>> {
+    let candidates: Vec<(Arc<InterfaceView>, SocketAddr)> = order
+        .iter()
+        .filter_map(|iface| {
+            let dest = addrs.iter().find(|a| iface.source_for(a).is_some())?;
+            Some((iface.clone(), *dest))
+        })
+        .take(ctx.max_attempts)
+        .collect();
+    let mut attempts = JoinSet::new();
+    let mut next = 0;
+    let mut soft_failures: Vec<Arc<InterfaceView>> = Vec::new();
+    let mut failures = Vec::new();
+    let mut last_error = None;
+    let launch = |attempts: &mut JoinSet<_>, i: usize| {
+        let (iface, dest) = candidates[i].clone();
+        attempts.spawn(async move {
+            let started = Instant::now();
+            let result = connect_via(&iface, dest, iface.connect_timeout).await;
+            (iface, started.elapsed(), result)
+        });
+    };
+    loop {
+        if attempts.is_empty() {
+            if next >= candidates.len() {
+                return Err(last_error);
+            }
+            launch(&mut attempts, next);
+            next += 1;
+        }
+        let race = ctx.race_after.filter(|_| next < candidates.len());
+        let stagger = async {
+            match race {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(joined) = attempts.join_next() => {
+                let Ok((iface, elapsed, result)) = joined else { continue };
+                match result {
+                    Ok(stream) => {
+                        iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Connected(elapsed) });
+                        for failed in soft_failures {
+                            failed.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Failed });
+                        }
+                        return Ok(Connected { iface, stream, connect_time: elapsed, failed: failures });
+                    }
+                    Err(error) => {
+                        tracing::debug!(iface = %iface.name, %error, elapsed_ms = elapsed.as_millis() as u64, "Connect failed.");
+                        if !error.is_interface_side() {
+                            // The destination answered (refused): the link works, and another
+                            // interface would hear the same answer.
+                            iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Connected(elapsed) });
+                            return Err(Some(error));
+                        }
+                        failures.push((iface.name.clone(), error.to_string()));
+                        if error.suggests_link_down() {
+                            ctx.rescan.do_send(Rescan);
+                        }
+                        if error.is_link_failure() {
+                            iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::LinkFailed });
+                        } else {
+                            soft_failures.push(iface);
+                        }
+                        last_error = Some(error);
+                        if next < candidates.len() && attempts.is_empty() {
+                            launch(&mut attempts, next);
+                            next += 1;
+                        }
+                    }
+                }
+            }
+            () = stagger => {
+                launch(&mut attempts, next);
+                next += 1;
+            }
+        }
+    }
+}
+
+/// A connect that worked, and what failed before it.
+struct Connected {
+    iface: Arc<InterfaceView>,
+    stream: TcpStream,
+    connect_time: Duration,
+    /// Interfaces tried first, with their errors.
+    failed: Vec<(String, String)>,
 }
 
 /// Resolves the target once. A name resolves through the system resolver (hosts file, DNS).
@@ -204,15 +335,6 @@ async fn resolve(
     }
 }
 
-/// The interface (not the route) is gone or down: worth an immediate rescan.
-fn link_gone(e: &io::Error) -> bool {
-    const ENODEV: i32 = 19;
-    e.kind() == io::ErrorKind::NetworkUnreachable
-        || (cfg!(any(target_os = "linux", target_os = "android"))
-            && e.raw_os_error() == Some(ENODEV))
-        || e.kind() == io::ErrorKind::AddrNotAvailable
-}
-
 /// The reply code for the last connect failure.
 fn reply_for(error: &ConnectError) -> Reply {
     match error {
@@ -223,7 +345,7 @@ fn reply_for(error: &ConnectError) -> Reply {
             io::ErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
             io::ErrorKind::HostUnreachable => Reply::HostUnreachable,
             io::ErrorKind::TimedOut => Reply::TtlExpired,
-            _ if link_gone(e) => Reply::NetworkUnreachable,
+            _ if error.suggests_link_down() => Reply::NetworkUnreachable,
             _ => Reply::GeneralFailure,
         },
     }

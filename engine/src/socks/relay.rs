@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::iface::LiveCounters;
+
 /// Bytes moved each way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -20,7 +22,12 @@ pub struct Totals {
 }
 
 /// Relays until both sides have closed, an error ends it, or nothing moved for `idle`.
-pub async fn relay<C, O>(client: &mut C, outbound: &mut O, idle: Option<Duration>) -> Totals
+pub async fn relay<C, O>(
+    client: &mut C,
+    outbound: &mut O,
+    counters: &LiveCounters,
+    idle: Option<Duration>,
+) -> Totals
 where
     C: AsyncRead + AsyncWrite + Unpin,
     O: AsyncRead + AsyncWrite + Unpin,
@@ -32,12 +39,14 @@ where
         start,
         last_activity_ms: &last_activity_ms,
         read: 0,
+        total: &counters.bytes_up,
     };
     let mut outbound = Watched {
         inner: outbound,
         start,
         last_activity_ms: &last_activity_ms,
         read: 0,
+        total: &counters.bytes_down,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut outbound);
     match idle {
@@ -76,6 +85,7 @@ struct Watched<'a, S> {
     start: Instant,
     last_activity_ms: &'a AtomicU64,
     read: u64,
+    total: &'a AtomicU64,
 }
 
 impl<S> Watched<'_, S> {
@@ -96,6 +106,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<'_, S> {
         let n = buf.filled().len() - before;
         if n > 0 {
             self.read += n as u64;
+            self.total.fetch_add(n as u64, Ordering::Relaxed);
             self.touch();
         }
         poll
@@ -129,7 +140,9 @@ mod tests {
     async fn counts_both_ways_and_half_closes() {
         let (mut c_app, mut c_proxy) = duplex(1024);
         let (mut o_proxy, mut o_app) = duplex(1024);
-        let task = tokio::spawn(async move { relay(&mut c_proxy, &mut o_proxy, None).await });
+        let task = tokio::spawn(async move {
+            relay(&mut c_proxy, &mut o_proxy, &LiveCounters::default(), None).await
+        });
         c_app.write_all(b"hello").await.unwrap();
         c_app.shutdown().await.unwrap(); // client half-closes
         let mut got = Vec::new();
@@ -148,7 +161,13 @@ mod tests {
         let (mut c_app, mut c_proxy) = duplex(1024);
         let (mut o_proxy, _o_app) = duplex(1024);
         let task = tokio::spawn(async move {
-            relay(&mut c_proxy, &mut o_proxy, Some(Duration::from_secs(30))).await
+            relay(
+                &mut c_proxy,
+                &mut o_proxy,
+                &LiveCounters::default(),
+                Some(Duration::from_secs(30)),
+            )
+            .await
         });
         c_app.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_secs(29)).await;

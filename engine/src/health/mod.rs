@@ -1,0 +1,123 @@
+//! Health: the [`HealthProber`] actor that measures every interface through itself, and the
+//! pure pieces each interface uses to judge its health ([`state`]) and keep numbers ([`stats`]).
+//!
+//! Probes are TCP connects to the configured `health.probe_targets` from a socket bound to the
+//! interface: the connect time is the latency sample, and a failure counts against the link.
+//! With no targets (the default) nothing is sent; passive health — the outcome of every relayed
+//! connection — still feeds the same state machine. The OS's link state arrives through
+//! discovery.
+
+pub mod state;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::time::Instant;
+
+use crate::config::{HealthConfig, split_host_port};
+use crate::iface::bind::connect_via;
+use crate::iface::{InterfaceView, Observed, Outcome, Source};
+use crate::manager::{ConnectionManager, GetInterfaces};
+
+/// Runs one probe round now (tests and the CLI; the timer does the same).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct ProbeNow;
+
+/// Probes every present interface through itself on an interval.
+pub struct HealthProber {
+    targets: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    manager: Addr<ConnectionManager>,
+}
+
+impl HealthProber {
+    /// A prober (not started) for `[health]`. Does nothing when there are no targets.
+    pub fn new(config: &HealthConfig, manager: Addr<ConnectionManager>) -> Self {
+        Self {
+            targets: config.probe_targets.clone(),
+            interval: Duration::from_millis(config.probe_interval_ms),
+            timeout: Duration::from_millis(config.probe_timeout_ms),
+            manager,
+        }
+    }
+
+    fn round(&self, ctx: &mut Context<Self>) {
+        let targets = self.targets.clone();
+        let timeout = self.timeout;
+        let manager = self.manager.clone();
+        let fut = async move {
+            let Ok(interfaces) = manager.send(GetInterfaces).await else {
+                return;
+            };
+            for target in &targets {
+                let Some(addrs) = resolve(target).await else {
+                    tracing::debug!(target, "Probe target does not resolve.");
+                    continue;
+                };
+                for iface in interfaces.iter().filter(|i| i.is_present()) {
+                    let Some(&dest) = addrs.iter().find(|a| iface.source_for(a).is_some()) else {
+                        continue;
+                    };
+                    tokio::spawn(probe(iface.clone(), dest, timeout));
+                }
+            }
+        };
+        ctx.spawn(fut.into_actor(self));
+    }
+}
+
+async fn resolve(target: &str) -> Option<Vec<SocketAddr>> {
+    let (host, port) = split_host_port(target)?;
+    let found = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let addrs: Vec<_> = found.collect();
+    (!addrs.is_empty()).then_some(addrs)
+}
+
+/// One TCP-connect probe through `iface`; the result goes to the interface's actor.
+async fn probe(iface: Arc<InterfaceView>, dest: SocketAddr, timeout: Duration) {
+    let started = Instant::now();
+    let outcome = match connect_via(&iface, dest, timeout).await {
+        Ok(_stream) => Outcome::Connected(started.elapsed()),
+        Err(e) if !e.is_interface_side() => Outcome::Connected(started.elapsed()),
+        Err(e) if e.is_link_failure() => Outcome::LinkFailed,
+        Err(_) => Outcome::Failed,
+    };
+    tracing::trace!(iface = %iface.name, %dest, ?outcome, "Probe.");
+    iface.actor.do_send(Observed {
+        source: Source::Probe,
+        outcome,
+    });
+}
+
+impl Actor for HealthProber {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.targets.is_empty() {
+            tracing::info!("No health probe targets configured; health is passive only.");
+            return;
+        }
+        tracing::info!(targets = ?self.targets, interval_ms = self.interval.as_millis() as u64, "Health probing started.");
+        self.round(ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.round(ctx));
+    }
+}
+
+impl Handler<ProbeNow> for HealthProber {
+    type Result = ();
+
+    fn handle(&mut self, _: ProbeNow, ctx: &mut Self::Context) {
+        self.round(ctx);
+    }
+}

@@ -1,0 +1,175 @@
+//! Pure statistics an interface keeps: latency history (a time-bounded ring buffer), EWMA,
+//! jitter, and throughput from byte counters.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// EWMA weight of a new latency sample.
+const LATENCY_ALPHA: f64 = 0.3;
+/// EWMA weight of a new throughput sample (one per second).
+const THROUGHPUT_ALPHA: f64 = 0.5;
+
+/// Latency samples over a time window, with smoothed value and jitter.
+#[derive(Debug, Clone)]
+pub struct LatencyStats {
+    samples: VecDeque<(Instant, u32)>,
+    window: Duration,
+    cap: usize,
+    ewma_us: Option<f64>,
+    jitter_us: f64,
+    last_us: Option<u32>,
+}
+
+impl LatencyStats {
+    /// Keeps samples of the last `window`, at most `cap` of them.
+    pub fn new(window: Duration, cap: usize) -> Self {
+        Self {
+            samples: VecDeque::with_capacity(cap.min(1024)),
+            window,
+            cap,
+            ewma_us: None,
+            jitter_us: 0.0,
+            last_us: None,
+        }
+    }
+
+    /// Adds one measurement (a TCP connect time).
+    pub fn record(&mut self, now: Instant, rtt: Duration) {
+        let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        let x = f64::from(us);
+        self.ewma_us = Some(match self.ewma_us {
+            None => x,
+            Some(e) => e + LATENCY_ALPHA * (x - e),
+        });
+        if let Some(last) = self.last_us {
+            // RFC 3550-style interarrival jitter: smoothed |difference| of successive samples.
+            let d = (x - f64::from(last)).abs();
+            self.jitter_us += (d - self.jitter_us) / 8.0;
+        }
+        self.last_us = Some(us);
+        self.samples.push_back((now, us));
+        self.expire(now);
+    }
+
+    /// Drops samples older than the window or beyond the cap.
+    pub fn expire(&mut self, now: Instant) {
+        while self.samples.len() > self.cap {
+            self.samples.pop_front();
+        }
+        while self
+            .samples
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    /// Smoothed latency in microseconds, `None` before the first sample.
+    pub fn ewma_us(&self) -> Option<u32> {
+        self.ewma_us.map(|e| e.round() as u32)
+    }
+
+    /// Smoothed jitter in microseconds.
+    pub fn jitter_us(&self) -> u32 {
+        self.jitter_us.round() as u32
+    }
+
+    /// The most recent `n` samples in microseconds, oldest first.
+    pub fn recent(&self, n: usize) -> Vec<u32> {
+        let skip = self.samples.len().saturating_sub(n);
+        self.samples.iter().skip(skip).map(|&(_, us)| us).collect()
+    }
+
+    /// Samples with their age relative to `now`, oldest first (for the dashboard's chart).
+    pub fn history(&self, now: Instant) -> Vec<(Duration, u32)> {
+        self.samples
+            .iter()
+            .map(|&(t, us)| (now.duration_since(t), us))
+            .collect()
+    }
+}
+
+/// Throughput from cumulative byte counters sampled on a timer.
+#[derive(Debug, Clone, Default)]
+pub struct Throughput {
+    last: Option<(Instant, u64, u64)>,
+    up_bps: f64,
+    down_bps: f64,
+    peak_down_bps: f64,
+    peak_up_bps: f64,
+}
+
+impl Throughput {
+    /// Feeds the current cumulative totals.
+    pub fn sample(&mut self, now: Instant, bytes_up: u64, bytes_down: u64) {
+        if let Some((t, up, down)) = self.last {
+            let secs = now.duration_since(t).as_secs_f64();
+            if secs > 0.0 {
+                let up_bps = (bytes_up.saturating_sub(up)) as f64 * 8.0 / secs;
+                let down_bps = (bytes_down.saturating_sub(down)) as f64 * 8.0 / secs;
+                self.up_bps += THROUGHPUT_ALPHA * (up_bps - self.up_bps);
+                self.down_bps += THROUGHPUT_ALPHA * (down_bps - self.down_bps);
+                self.peak_up_bps = self.peak_up_bps.max(up_bps);
+                self.peak_down_bps = self.peak_down_bps.max(down_bps);
+            }
+        }
+        self.last = Some((now, bytes_up, bytes_down));
+    }
+
+    /// Smoothed bits per second, client → destination.
+    pub fn up_bps(&self) -> u64 {
+        self.up_bps as u64
+    }
+
+    /// Smoothed bits per second, destination → client.
+    pub fn down_bps(&self) -> u64 {
+        self.down_bps as u64
+    }
+
+    /// Highest one-second rate seen each way (a capacity estimate).
+    pub fn peak_bps(&self) -> (u64, u64) {
+        (self.peak_up_bps as u64, self.peak_down_bps as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ewma_jitter_and_window() {
+        let mut l = LatencyStats::new(Duration::from_secs(10), 100);
+        assert_eq!(l.ewma_us(), None);
+        l.record(Instant::now(), Duration::from_millis(10));
+        assert_eq!(l.ewma_us(), Some(10_000));
+        l.record(Instant::now(), Duration::from_millis(20));
+        assert_eq!(l.ewma_us(), Some(13_000));
+        assert_eq!(l.jitter_us(), 1_250);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        l.record(Instant::now(), Duration::from_millis(20));
+        assert_eq!(l.recent(10), vec![20_000], "older samples left the window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cap_bounds_memory() {
+        let mut l = LatencyStats::new(Duration::from_secs(3600), 5);
+        for ms in 0..20 {
+            l.record(Instant::now(), Duration::from_millis(ms));
+        }
+        assert_eq!(l.recent(100).len(), 5);
+        assert_eq!(l.recent(2), vec![18_000, 19_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throughput_from_counters() {
+        let mut t = Throughput::default();
+        t.sample(Instant::now(), 0, 0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        t.sample(Instant::now(), 1_000, 125_000);
+        assert_eq!(t.down_bps(), 500_000);
+        assert_eq!(t.peak_bps(), (8_000, 1_000_000));
+    }
+}

@@ -1,0 +1,312 @@
+//! Panic safety for plugin authors: [`StrategyImpl`], the adapter that turns it into the FFI
+//! trait object, and [`export_strategy!`](crate::export_strategy).
+//!
+//! A panic that unwinds out of an `extern "C"` function aborts the whole engine. abi_stable's
+//! trait objects are `extern "C"` underneath, so every call into plugin code goes through
+//! [`std::panic::catch_unwind`] here and a panic comes back as [`StrategyError::Panicked`].
+//! Authors never implement [`Strategy`] themselves, so they cannot forget.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RErr, ROk, RResult, RSlice, RStr, RString},
+};
+
+use crate::{
+    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, Strategy, Strategy_TO, StrategyBox,
+    StrategyError, StrategyMod, StrategyMod_Ref, error::one_line,
+};
+
+/// Longest panic message passed back to the engine, in characters.
+const MAX_PANIC_MESSAGE_CHARS: usize = 300;
+
+/// A routing strategy in plain Rust: what plugin authors implement.
+///
+/// Export it with [`export_strategy!`](crate::export_strategy). Calls come from many engine
+/// threads at once, hence `&self` and `Send + Sync`: keep mutable state in atomics or a mutex
+/// (a mutex poisoned by an earlier panic should be recovered with `into_inner`, not unwrapped).
+pub trait StrategyImpl: Send + Sync + 'static {
+    /// Orders the usable interfaces for one connection, best first (see [`Strategy::pick`]).
+    /// [`crate::candidates`] and [`crate::order_by_key`] do the usual filtering.
+    fn pick(
+        &self,
+        interfaces: &[InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError>;
+
+    /// Feedback about a connection (see [`Strategy::observe`]). The default ignores it.
+    fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
+        let _ = outcome;
+        Ok(())
+    }
+}
+
+/// The text of a panic payload (`&str` and `String` payloads; anything else is described).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.as_str()
+    } else {
+        "panic with a non-string payload"
+    };
+    one_line(text, MAX_PANIC_MESSAGE_CHARS)
+}
+
+/// Runs `f`, turning a panic into [`StrategyError::Panicked`].
+pub fn guarded<R>(f: impl FnOnce() -> Result<R, StrategyError>) -> RResult<R, StrategyError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => ROk(value),
+        Ok(Err(err)) => RErr(err),
+        Err(payload) => RErr(StrategyError::Panicked(panic_message(&*payload).into())),
+    }
+}
+
+/// The adapter between a [`StrategyImpl`] and the FFI trait [`Strategy`]: every call is
+/// [`guarded`].
+pub struct Guarded<T> {
+    name: &'static str,
+    inner: T,
+}
+
+impl<T> std::fmt::Debug for Guarded<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Strategy")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: StrategyImpl> Guarded<T> {
+    /// Wraps `inner`, which will report `name` from [`Strategy::name`].
+    pub fn new(name: &'static str, inner: T) -> Self {
+        Self { name, inner }
+    }
+
+    /// Wraps `inner` and boxes it as the engine's trait object. No plugin file is involved,
+    /// which makes this the way to test a strategy in-process through the ABI surface, or to
+    /// build a strategy into the engine.
+    pub fn boxed(name: &'static str, inner: T) -> StrategyBox {
+        Strategy_TO::from_value(Self::new(name, inner), TD_Opaque)
+    }
+}
+
+impl<T: StrategyImpl> Strategy for Guarded<T> {
+    fn name(&self) -> RString {
+        self.name.into()
+    }
+
+    fn pick(
+        &self,
+        interfaces: RSlice<'_, InterfaceSnapshot>,
+        conn: &ConnMeta,
+    ) -> RResult<Choice, StrategyError> {
+        guarded(|| self.inner.pick(interfaces.as_slice(), conn))
+    }
+
+    fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
+        guarded(|| self.inner.observe(outcome))
+    }
+}
+
+/// Runs a plugin's constructor under [`guarded`] and boxes the result. Used by
+/// [`export_strategy!`](crate::export_strategy) for `StrategyMod::new`.
+pub fn construct<T, F>(
+    name: &'static str,
+    options_toml: RStr<'_>,
+    new: F,
+) -> RResult<StrategyBox, StrategyError>
+where
+    T: StrategyImpl,
+    F: FnOnce(&str) -> Result<T, StrategyError>,
+{
+    guarded(|| new(options_toml.as_str()).map(|inner| Guarded::boxed(name, inner)))
+}
+
+/// Builds the root module from the three exported functions. Used by
+/// [`export_strategy!`](crate::export_strategy).
+pub fn root_module(
+    name: extern "C" fn() -> RStr<'static>,
+    description: extern "C" fn() -> RStr<'static>,
+    new: extern "C" fn(RStr<'_>) -> RResult<StrategyBox, StrategyError>,
+) -> StrategyMod_Ref {
+    StrategyMod {
+        name,
+        description,
+        new,
+    }
+    .leak_into_prefix()
+}
+
+/// Decodes a strategy's options (the TOML text given to the constructor) into `T`; empty text
+/// is an empty table, so `#[serde(default)]` fields get their defaults. Errors are
+/// [`StrategyError::InvalidConfig`] on one line. Add `#[serde(deny_unknown_fields)]` to `T` so a
+/// typo is reported instead of ignored.
+#[cfg(feature = "options")]
+pub fn parse_options<T: serde::de::DeserializeOwned>(
+    options_toml: &str,
+) -> Result<T, StrategyError> {
+    toml::from_str(options_toml)
+        .map_err(|e| StrategyError::invalid_config(one_line(&e.to_string(), 200)))
+}
+
+/// Exports a [`StrategyImpl`] as a netmix strategy plugin (the dynamic library's root module).
+///
+/// ```ignore
+/// netmix_plugin_api::export_strategy! {
+///     name: "round-robin",
+///     description: "Weighted round-robin over the usable interfaces.",
+///     new: |options: &str| -> Result<RoundRobin, StrategyError> { RoundRobin::from_options(options) },
+/// }
+/// ```
+///
+/// `name` is the name users write in the config; `new` is any expression callable as
+/// `FnOnce(&str) -> Result<T, StrategyError>` where `T: StrategyImpl` (a closure or a path such
+/// as `RoundRobin::from_options`); it receives the options as TOML text (see
+/// [`parse_options`](crate::parse_options)). The constructor and every later call run under
+/// `catch_unwind`. Use it once per crate, at most; the crate needs `abi_stable` as a direct
+/// dependency (see the crate docs).
+#[macro_export]
+macro_rules! export_strategy {
+    (
+        name: $name:literal,
+        description: $description:literal,
+        new: $new:expr $(,)?
+    ) => {
+        const _: () = {
+            extern "C" fn __netmix_strategy_name() -> $crate::abi_stable::std_types::RStr<'static> {
+                $crate::abi_stable::std_types::RStr::from_str($name)
+            }
+
+            extern "C" fn __netmix_strategy_description()
+            -> $crate::abi_stable::std_types::RStr<'static> {
+                $crate::abi_stable::std_types::RStr::from_str($description)
+            }
+
+            extern "C" fn __netmix_strategy_new(
+                options_toml: $crate::abi_stable::std_types::RStr<'_>,
+            ) -> $crate::abi_stable::std_types::RResult<$crate::StrategyBox, $crate::StrategyError>
+            {
+                $crate::guard::construct($name, options_toml, $new)
+            }
+
+            #[$crate::abi_stable::export_root_module]
+            fn __netmix_strategy_root_module() -> $crate::StrategyMod_Ref {
+                $crate::guard::root_module(
+                    __netmix_strategy_name,
+                    __netmix_strategy_description,
+                    __netmix_strategy_new,
+                )
+            }
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Boom;
+
+    impl StrategyImpl for Boom {
+        fn pick(&self, _: &[InterfaceSnapshot], _: &ConnMeta) -> Result<Choice, StrategyError> {
+            panic!("boom in pick\nsecond line")
+        }
+
+        fn observe(&self, _: &ConnOutcome) -> Result<(), StrategyError> {
+            std::panic::panic_any(42_u32)
+        }
+    }
+
+    struct First;
+
+    impl StrategyImpl for First {
+        fn pick(&self, ifs: &[InterfaceSnapshot], c: &ConnMeta) -> Result<Choice, StrategyError> {
+            let order = crate::order_by_key(ifs, c, |i| i.id);
+            if order.is_empty() {
+                return Err(StrategyError::NoCandidate);
+            }
+            Ok(Choice::new(order, "first"))
+        }
+    }
+
+    fn outcome() -> ConnOutcome {
+        ConnOutcome {
+            interface: 1,
+            conn: ConnMeta::for_host("h", 1),
+            stage: crate::OutcomeStage::Closed,
+            connect_us: 1,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_us: 0,
+            ext: crate::ExtFields::new(),
+        }
+    }
+
+    #[test]
+    fn panics_become_errors() {
+        let strategy = Guarded::boxed("boom", Boom);
+        let ifs = [InterfaceSnapshot::new(1, "eth0")];
+        let err = strategy
+            .pick(RSlice::from_slice(&ifs), &ConnMeta::for_host("h", 1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            StrategyError::Panicked("boom in pick second line".into())
+        );
+        let err = strategy.observe(&outcome()).unwrap_err();
+        assert_eq!(
+            err,
+            StrategyError::Panicked("panic with a non-string payload".into())
+        );
+        assert_eq!(strategy.name().as_str(), "boom");
+    }
+
+    #[test]
+    fn constructor_panic_and_error() {
+        let r = construct("x", RStr::from_str(""), |_: &str| -> Result<First, _> {
+            panic!("{}", String::from("ctor"))
+        });
+        assert!(matches!(r, RErr(StrategyError::Panicked(m)) if m == "ctor"));
+        let r = construct("x", RStr::from_str("bad"), |o: &str| -> Result<First, _> {
+            Err(StrategyError::invalid_config(o))
+        });
+        assert!(matches!(r, RErr(StrategyError::InvalidConfig(m)) if m == "bad"));
+    }
+
+    #[test]
+    fn passes_results_through() {
+        let s = construct("first", RStr::from_str(""), |_: &str| Ok(First)).unwrap();
+        let ifs = [
+            InterfaceSnapshot::new(2, "a"),
+            InterfaceSnapshot::new(1, "b"),
+        ];
+        let choice = s
+            .pick(RSlice::from_slice(&ifs), &ConnMeta::for_host("h", 1))
+            .unwrap();
+        assert_eq!(choice.order.as_slice(), &[1, 2]);
+        assert!(s.observe(&outcome()).is_ok());
+        let none = s.pick(RSlice::from_slice(&[]), &ConnMeta::for_host("h", 1));
+        assert_eq!(none.unwrap_err(), StrategyError::NoCandidate);
+    }
+
+    #[cfg(feature = "options")]
+    #[test]
+    fn options() {
+        #[derive(serde::Deserialize, Default, Debug)]
+        #[serde(default, deny_unknown_fields)]
+        struct Opts {
+            ttl_secs: u64,
+        }
+        assert_eq!(parse_options::<Opts>("").unwrap().ttl_secs, 0);
+        assert_eq!(parse_options::<Opts>("ttl_secs = 5").unwrap().ttl_secs, 5);
+        let err = parse_options::<Opts>("ttl_secs = \"x\"\n").unwrap_err();
+        let StrategyError::InvalidConfig(msg) = err else {
+            panic!("{err:?}")
+        };
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(parse_options::<Opts>("tll_secs = 5").is_err());
+    }
+}

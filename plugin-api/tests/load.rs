@@ -1,0 +1,334 @@
+//! Loads the real plugin files (`cdylib`s of `plugins/`) through [`host`] and drives them
+//! through the ABI, the way the engine does.
+//!
+//! The plugins must be built first (`cargo build --workspace`, with the same `CARGO_TARGET_DIR`
+//! and profile as the test): this test finds them next to its own executable.
+
+use std::{
+    collections::HashMap,
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+};
+
+use abi_stable::std_types::{RSlice, RSome};
+use netmix_plugin_api::{
+    ConnMeta, ConnOutcome, ExtFields, InterfaceSnapshot, LinkState, OutcomeStage, StrategyBox,
+    StrategyError,
+    host::{LoadedPlugin, load_dir, load_plugin},
+};
+
+/// `target/<profile>`: the test executable lives in `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test executable is in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The path of the built plugin library for package `netmix-<stem>` (`stem` with underscores).
+fn lib_path(stem: &str) -> PathBuf {
+    let file = format!(
+        "{}netmix_{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let path = profile_dir().join(&file);
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first: cargo build --workspace \
+         (with the same CARGO_TARGET_DIR and profile as this test)",
+        path.display()
+    );
+    path
+}
+
+fn load(stem: &str) -> LoadedPlugin {
+    let path = lib_path(stem);
+    load_plugin(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A fresh private directory for one test (mode 0755, so the loader accepts it).
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("netmix-plugin-api-load")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    for d in [dir.parent().unwrap(), dir.as_path()] {
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn copy_into(dir: &Path, src: &Path, name: &str, mode: u32) -> PathBuf {
+    let dst = dir.join(name);
+    fs::copy(src, &dst).unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
+    dst
+}
+
+fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let mut s = InterfaceSnapshot::new(i as u32 + 1, &format!("wan{}", i + 1));
+            s.weight = w;
+            s
+        })
+        .collect()
+}
+
+fn pick(s: &StrategyBox, ifs: &[InterfaceSnapshot], conn: &ConnMeta) -> Result<u32, StrategyError> {
+    s.pick(RSlice::from_slice(ifs), conn)
+        .into_result()
+        .map(|c| c.first().expect("non-empty order"))
+}
+
+fn count_firsts(s: &StrategyBox, ifs: &[InterfaceSnapshot], n: usize) -> HashMap<u32, usize> {
+    let conn = ConnMeta::for_host("example.com", 443);
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        *counts.entry(pick(s, ifs, &conn).unwrap()).or_default() += 1;
+    }
+    counts
+}
+
+fn assert_one_line_naming(err: &impl std::fmt::Display, path: &Path, needle: &str) {
+    let shown = err.to_string();
+    eprintln!("{shown}");
+    assert!(!shown.contains('\n'), "not one line: {shown}");
+    assert!(shown.chars().count() < 500, "too long: {shown}");
+    assert!(
+        shown.starts_with(&path.display().to_string()),
+        "no file name: {shown}"
+    );
+    assert!(shown.contains(needle), "expected {needle:?} in: {shown}");
+}
+
+#[test]
+fn round_robin_is_exact_through_the_abi() {
+    let plugin = load("strategy_round_robin");
+    assert_eq!(plugin.name, "round-robin");
+    assert!(!plugin.description.is_empty());
+
+    let s = plugin.instantiate("").unwrap();
+    assert_eq!(s.name().as_str(), "round-robin");
+    let c = count_firsts(&s, &ifaces(&[1, 1, 1]), 30);
+    assert_eq!((c[&1], c[&2], c[&3]), (10, 10, 10));
+
+    let s = plugin.instantiate("").unwrap();
+    let c = count_firsts(&s, &ifaces(&[1, 2, 3]), 30);
+    assert_eq!((c[&1], c[&2], c[&3]), (5, 10, 15));
+
+    let choice = s
+        .pick(
+            RSlice::from_slice(&ifaces(&[1, 2, 3])),
+            &ConnMeta::for_host("h", 1),
+        )
+        .unwrap();
+    assert_eq!(choice.order.len(), 3);
+    assert!(
+        choice.reason.starts_with("round-robin "),
+        "{}",
+        choice.reason
+    );
+
+    let err = plugin.instantiate("bogus = 1").unwrap_err();
+    assert!(matches!(err, StrategyError::InvalidConfig(_)), "{err}");
+}
+
+#[test]
+fn latency_prefers_fast_then_spreads() {
+    let plugin = load("strategy_latency");
+    assert_eq!(plugin.name, "latency");
+    let s = plugin.instantiate("tolerance_pct = 10").unwrap();
+    let mut ifs = ifaces(&[1, 1, 1]);
+    for (i, ms) in [30, 5, 20].into_iter().enumerate() {
+        ifs[i].latency_ewma_us = RSome(ms * 1000);
+    }
+    let conn = ConnMeta::for_host("example.com", 443);
+    let choice = s.pick(RSlice::from_slice(&ifs), &conn).unwrap();
+    assert_eq!(choice.order.as_slice(), &[2, 3, 1]);
+    assert_eq!(choice.reason, "latency 5.0ms×(1+0 active)");
+
+    // Simulate connections piling onto the fastest link: it stops being first.
+    let mut firsts = Vec::new();
+    for _ in 0..12 {
+        let first = pick(&s, &ifs, &conn).unwrap();
+        ifs[first as usize - 1].active_conns += 1;
+        firsts.push(first);
+    }
+    assert_eq!(firsts[0], 2);
+    assert!(firsts.contains(&3), "never spread: {firsts:?}");
+    assert!(ifs[1].active_conns > ifs[2].active_conns, "{firsts:?}");
+
+    assert!(matches!(
+        plugin.instantiate("tolerance_pct = -5.0"),
+        Err(StrategyError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn sticky_stays_sticky() {
+    let plugin = load("strategy_sticky");
+    assert_eq!(plugin.name, "sticky");
+    let s = plugin.instantiate("ttl_secs = 60").unwrap();
+    let mut ifs = ifaces(&[1, 1, 1]);
+    ifs[0].active_conns = 3;
+    ifs[1].active_conns = 1;
+    ifs[2].active_conns = 2;
+    let bank = ConnMeta::for_host("bank.example", 443);
+    assert_eq!(pick(&s, &ifs, &bank).unwrap(), 2);
+    ifs[1].active_conns = 9;
+    for _ in 0..5 {
+        let c = s.pick(RSlice::from_slice(&ifs), &bank).unwrap();
+        assert_eq!(c.first(), Some(2));
+        assert!(
+            c.reason.starts_with("sticky: bank.example → wan2"),
+            "{}",
+            c.reason
+        );
+    }
+    let other = ConnMeta::for_host("news.example", 443);
+    assert_eq!(pick(&s, &ifs, &other).unwrap(), 3);
+    ifs[1].state = LinkState::Down;
+    assert_eq!(pick(&s, &ifs, &bank).unwrap(), 3);
+
+    assert!(matches!(
+        plugin.instantiate("ttl_secs = 0"),
+        Err(StrategyError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn panics_come_back_as_errors() {
+    let plugin = load("fixture_panicky");
+    assert_eq!(plugin.name, "panicky");
+    let s = plugin.instantiate("").unwrap();
+    let conn = ConnMeta::for_host("h", 1);
+    for _ in 0..3 {
+        let err = pick(&s, &ifaces(&[1]), &conn).unwrap_err();
+        assert!(
+            matches!(&err, StrategyError::Panicked(m) if m.contains("deliberate panic")),
+            "{err:?}"
+        );
+    }
+    let outcome = ConnOutcome {
+        interface: 1,
+        conn,
+        stage: OutcomeStage::Closed,
+        connect_us: 1_000,
+        bytes_up: 10,
+        bytes_down: 20,
+        duration_us: 5_000,
+        ext: ExtFields::new(),
+    };
+    assert!(matches!(
+        s.observe(&outcome).into_result(),
+        Err(StrategyError::Panicked(_))
+    ));
+    let err = plugin.instantiate("panic_in_new = true").unwrap_err();
+    assert!(
+        matches!(&err, StrategyError::Panicked(m) if m.contains("in new")),
+        "{err:?}"
+    );
+    // Still alive, and the other strategies still work.
+    assert!(plugin.instantiate("").is_ok());
+}
+
+#[test]
+fn abi_mismatch_is_refused_in_one_line() {
+    let path = lib_path("fixture_abi_mismatch");
+    let err = load_plugin(&path).unwrap_err();
+    assert_one_line_naming(&err, &path, "ABI mismatch");
+    assert!(err.reason.chars().count() <= netmix_plugin_api::host::MAX_REASON_CHARS);
+}
+
+#[test]
+fn non_plugins_are_refused() {
+    let path = lib_path("fixture_not_a_plugin");
+    let err = load_plugin(&path).unwrap_err();
+    assert_one_line_naming(
+        &err,
+        &path,
+        "not a netmix plugin (no abi_stable root module)",
+    );
+
+    let dir = scratch_dir("garbage");
+    let garbage = dir.join("libgarbage.so");
+    fs::write(&garbage, b"this is not an ELF file\n".repeat(100)).unwrap();
+    fs::set_permissions(&garbage, fs::Permissions::from_mode(0o644)).unwrap();
+    let err = load_plugin(&garbage).unwrap_err();
+    assert_one_line_naming(&err, &garbage, "cannot open: ");
+
+    let missing = dir.join("libmissing.so");
+    let err = load_plugin(&missing).unwrap_err();
+    assert_one_line_naming(&err, &missing, "No such file");
+}
+
+#[test]
+fn writable_by_others_is_refused() {
+    let src = lib_path("strategy_round_robin");
+    let dir = scratch_dir("group-writable");
+    let file = copy_into(&dir, &src, "libnetmix_strategy_round_robin.so", 0o664);
+    let err = load_plugin(&file).unwrap_err();
+    assert_one_line_naming(&err, &file, "writable by group or others");
+
+    let open_dir = scratch_dir("world-writable-dir");
+    let file = copy_into(&open_dir, &src, "libnetmix_strategy_round_robin.so", 0o644);
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = load_plugin(&file).unwrap_err();
+    assert_one_line_naming(&err, &file, "its directory");
+    fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(load_plugin(&file).unwrap().name, "round-robin");
+}
+
+#[test]
+fn load_dir_reports_every_file() {
+    let dir = scratch_dir("mixed");
+    copy_into(
+        &dir,
+        &lib_path("strategy_round_robin"),
+        "a_round_robin.so",
+        0o644,
+    );
+    copy_into(
+        &dir,
+        &lib_path("fixture_abi_mismatch"),
+        "b_abi_mismatch.so",
+        0o644,
+    );
+    copy_into(&dir, &lib_path("strategy_latency"), "c_latency.so", 0o644);
+    copy_into(
+        &dir,
+        &lib_path("fixture_not_a_plugin"),
+        "d_not_a_plugin.so",
+        0o644,
+    );
+    copy_into(&dir, &lib_path("strategy_sticky"), "e_sticky.so", 0o664);
+    fs::write(dir.join("README.txt"), "ignored").unwrap();
+
+    let (loaded, errors) = load_dir(&dir);
+    let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
+    // Each file is its own module (no per-type caching): distinct names, in file order.
+    assert_eq!(names, ["round-robin", "latency"]);
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 3, "{shown:#?}");
+    assert!(
+        shown[0].contains("b_abi_mismatch.so: ABI mismatch"),
+        "{}",
+        shown[0]
+    );
+    assert!(
+        shown[1].contains("d_not_a_plugin.so: not a netmix plugin"),
+        "{}",
+        shown[1]
+    );
+    assert!(shown[2].contains("e_sticky.so: refused"), "{}", shown[2]);
+    for plugin in &loaded {
+        assert!(plugin.instantiate("").is_ok(), "{}", plugin.name);
+    }
+}

@@ -1,0 +1,458 @@
+//! Namespaces, links and faults.
+//!
+//! A [`Lab`] owns two network namespaces, named uniquely per process and per lab
+//! (`nmx{pid % 10000}n{counter}c` for the client, `...i` for the internet), and removes them
+//! on drop together with `/etc/netns/<client>/` and any `lab-delay` helpers.
+//!
+//! Link `k` is a veth pair `wan{k}` (client, `198.18.{10+k}.2/24`) ↔ `up{k}` (internet,
+//! `198.18.{10+k}.1/24`). The client namespace has no default route in its main table; each
+//! link has table `100+k` with `default via 198.18.{10+k}.1 dev wan{k}` and the rules
+//! `from 198.18.{10+k}.2 lookup 100+k` and `oif wan{k} lookup 100+k`. rp_filter is off
+//! everywhere. The target address `198.19.0.1/32` sits on the internet namespace's `lo`.
+//!
+//! **Delay** (no netem in this kernel): packets *entering the internet namespace* through
+//! `up{k}` (client → internet direction) go to NFQUEUE `k` (`iptables -t raw PREROUTING`),
+//! where the `lab-delay` helper, started inside the internet namespace, holds each one for
+//! the link's whole `delay_ms` before accepting it. The reverse direction is not delayed, so
+//! the round-trip time and the TCP connect time both rise by ≈ `delay_ms`.
+//!
+//! **Rate**: `tc qdisc add dev X root tbf rate {R}mbit burst 64kb latency 50ms` on both ends.
+//!
+//! **Processes and sockets inside the lab**: see [`crate::ns`]; [`Lab::in_client`],
+//! [`Lab::connect_via`], [`Lab::connect_client`] and [`Lab::exec_client`] are the shortcuts.
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::ns::{command_in, host, in_ns, ip_n, netns_path, run_in, sh_words, write_net_sysctl};
+
+/// The address every target server listens on, on the internet namespace's `lo`.
+pub const TARGET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+
+/// Panics unless the process runs as root (euid 0). Every lab entry point calls it: the lab
+/// never skips silently.
+pub fn require_root() {
+    if !nix::unistd::geteuid().is_root() {
+        panic!(
+            "this test needs root (CAP_NET_ADMIN) to build network namespaces; \
+             run the test suite as root"
+        );
+    }
+}
+
+/// How one uplink behaves. `LinkSpec::default()` is a plain, fast, undelayed link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// Rate limit in Mbit/s (tbf on both veth ends); `None` = unlimited.
+    pub rate_mbit: Option<u32>,
+    /// Added round-trip delay in ms (applied client → internet); `None` = none.
+    pub delay_ms: Option<u32>,
+}
+
+impl LinkSpec {
+    /// A link with neither rate limit nor delay.
+    pub const fn plain() -> LinkSpec {
+        LinkSpec {
+            rate_mbit: None,
+            delay_ms: None,
+        }
+    }
+
+    /// The same link, limited to `mbit` Mbit/s.
+    pub const fn rate(self, mbit: u32) -> LinkSpec {
+        LinkSpec {
+            rate_mbit: Some(mbit),
+            ..self
+        }
+    }
+
+    /// The same link, with `ms` of added round-trip delay.
+    pub const fn delay(self, ms: u32) -> LinkSpec {
+        LinkSpec {
+            delay_ms: Some(ms),
+            ..self
+        }
+    }
+}
+
+/// One uplink of the lab, as built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    /// Index `k` of the link.
+    pub index: usize,
+    /// Client-side device, `wan{k}`.
+    pub dev: String,
+    /// Internet-side device, `up{k}`.
+    pub peer_dev: String,
+    /// `198.18.{10+k}.2`: the source address of connections through this link.
+    pub client_addr: Ipv4Addr,
+    /// `198.18.{10+k}.1`: the gateway.
+    pub peer_addr: Ipv4Addr,
+    /// Policy routing table, `100+k`.
+    pub table: u32,
+    /// What it was built with.
+    pub spec: LinkSpec,
+}
+
+/// A client namespace with N uplinks into an internet namespace; see the module docs.
+/// Everything is torn down on drop.
+pub struct Lab {
+    client: String,
+    inet: String,
+    links: Vec<Link>,
+    /// `lab-delay` helpers, killed on drop.
+    helpers: Mutex<Vec<Child>>,
+}
+
+static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
+static LAB_DELAY_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Tells the lab where the `lab-delay` helper is. Integration tests of this package should
+/// call `set_lab_delay_bin(env!("CARGO_BIN_EXE_lab-delay"))`; otherwise the lab uses
+/// `$NETMIX_LAB_DELAY` or looks next to the test binary (`<target>/<profile>/lab-delay`).
+pub fn set_lab_delay_bin(path: impl Into<PathBuf>) {
+    let _ = LAB_DELAY_BIN.set(path.into());
+}
+
+fn lab_delay_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETMIX_LAB_DELAY") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = LAB_DELAY_BIN.get() {
+        return p.clone();
+    }
+    // <target>/<profile>/deps/<test binary> → <target>/<profile>/lab-delay
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("test binary has a directory");
+    let candidates = [dir.join("lab-delay"), dir.join("../lab-delay")];
+    for c in &candidates {
+        if c.is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "lab-delay helper not found (looked at {candidates:?}); build it with \
+         `cargo build -p netmix-integration --bin lab-delay` or set NETMIX_LAB_DELAY"
+    );
+}
+
+impl Lab {
+    /// Builds a lab with one uplink per spec.
+    pub fn new(specs: &[LinkSpec]) -> Lab {
+        require_root();
+        let n = LAB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let base = format!("nmx{}n{n}", std::process::id() % 10_000);
+        let mut lab = Lab {
+            client: format!("{base}c"),
+            inet: format!("{base}i"),
+            links: Vec::new(),
+            helpers: Mutex::new(Vec::new()),
+        };
+        // From here on a panic drops `lab`, which cleans up whatever was built.
+        for ns in [lab.client.clone(), lab.inet.clone()] {
+            if netns_path(&ns).exists() {
+                // Left over by an earlier process with the same pid; it is not ours any more.
+                let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+            }
+            host(&["ip", "netns", "add", &ns]);
+            ip_n(&ns, "link set lo up");
+            in_ns(&ns, || {
+                for key in ["all", "default", "lo"] {
+                    write_net_sysctl(&format!("ipv4.conf.{key}.rp_filter"), "0");
+                }
+            });
+        }
+        ip_n(&lab.inet, &format!("addr add {TARGET}/32 dev lo"));
+        for spec in specs {
+            lab.add_link(*spec);
+        }
+        lab
+    }
+
+    /// A lab with `n` plain links.
+    pub fn with_links(n: usize) -> Lab {
+        Lab::new(&vec![LinkSpec::plain(); n])
+    }
+
+    /// Adds one more uplink (index = the previous number of links), also while things run.
+    pub fn add_link(&mut self, spec: LinkSpec) -> usize {
+        let k = self.links.len();
+        assert!(k < 200, "too many links");
+        let octet = u8::try_from(10 + k).expect("link index fits the addressing scheme");
+        let link = Link {
+            index: k,
+            dev: format!("wan{k}"),
+            peer_dev: format!("up{k}"),
+            client_addr: Ipv4Addr::new(198, 18, octet, 2),
+            peer_addr: Ipv4Addr::new(198, 18, octet, 1),
+            table: 100 + k as u32,
+            spec,
+        };
+        let (c, i) = (&self.client.clone(), &self.inet.clone());
+        let (dev, peer) = (&link.dev.clone(), &link.peer_dev.clone());
+        ip_n(
+            c,
+            &format!("link add {dev} type veth peer name {peer} netns {i}"),
+        );
+        in_ns(c, || {
+            write_net_sysctl(&format!("ipv4.conf.{dev}.rp_filter"), "0")
+        });
+        in_ns(i, || {
+            write_net_sysctl(&format!("ipv4.conf.{peer}.rp_filter"), "0")
+        });
+        ip_n(c, &format!("addr add {}/24 dev {dev}", link.client_addr));
+        ip_n(i, &format!("addr add {}/24 dev {peer}", link.peer_addr));
+        ip_n(i, &format!("link set {peer} up"));
+        ip_n(c, &format!("link set {dev} up"));
+        let table = link.table;
+        ip_n(
+            c,
+            &format!("rule add from {} lookup {table}", link.client_addr),
+        );
+        ip_n(c, &format!("rule add oif {dev} lookup {table}"));
+        self.links.push(link);
+        self.restore_route(k);
+
+        if let Some(rate) = spec.rate_mbit {
+            for (ns, d) in [(c, dev), (i, peer)] {
+                let tbf = format!("rate {rate}mbit burst 64kb latency 50ms");
+                sh_words(ns, &format!("tc qdisc add dev {d} root tbf {tbf}"));
+            }
+        }
+        if let Some(ms) = spec.delay_ms {
+            self.start_delay(k, ms);
+        }
+        k
+    }
+
+    /// Starts `lab-delay` on NFQUEUE `k` in the internet namespace, waits until it has bound
+    /// the queue, then steers packets entering through `up{k}` into it.
+    fn start_delay(&self, k: usize, ms: u32) {
+        let bin = lab_delay_bin();
+        let bin = bin.to_str().expect("utf-8 path");
+        let queue = k.to_string();
+        let mut child = command_in(&self.inet, &[bin, &queue, &ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("lab-delay for link {k} did not start: {line}{err}");
+        }
+        self.helpers.lock().expect("helpers lock").push(child);
+        let peer = self.links[k].peer_dev.as_str();
+        let rule = format!("-t raw -A PREROUTING -i {peer} -j NFQUEUE --queue-num {queue}");
+        sh_words(&self.inet, &format!("iptables -w {rule}"));
+    }
+
+    /// (Re-)installs the default route of link `k`'s table.
+    fn restore_route(&self, k: usize) {
+        let l = &self.links[k];
+        let route = format!("via {} dev {} table {} onlink", l.peer_addr, l.dev, l.table);
+        ip_n(&self.client, &format!("route replace default {route}"));
+    }
+
+    /// Name of the client namespace (where netmix runs).
+    pub fn client_ns(&self) -> &str {
+        &self.client
+    }
+
+    /// Name of the internet namespace (where the target servers live).
+    pub fn inet_ns(&self) -> &str {
+        &self.inet
+    }
+
+    /// Link `k`; panics if there is no such link.
+    pub fn link(&self, k: usize) -> &Link {
+        self.links
+            .get(k)
+            .unwrap_or_else(|| panic!("the lab has {} links, not {}", self.links.len(), k + 1))
+    }
+
+    /// All links, in index order.
+    pub fn links(&self) -> &[Link] {
+        &self.links
+    }
+
+    /// The target servers' address, 198.19.0.1.
+    pub fn target(&self) -> Ipv4Addr {
+        TARGET
+    }
+
+    /// Which link a connection with source address `ip` (as seen by a server) came through.
+    pub fn link_for_source(&self, ip: IpAddr) -> Option<usize> {
+        self.links
+            .iter()
+            .position(|l| IpAddr::V4(l.client_addr) == ip)
+    }
+
+    /// Takes link `k` down on the client side (its routes vanish with it).
+    pub fn set_link_down(&self, k: usize) {
+        let dev = &self.link(k).dev;
+        ip_n(&self.client, &format!("link set {dev} down"));
+    }
+
+    /// Brings link `k` back up and restores its table's default route.
+    pub fn set_link_up(&self, k: usize) {
+        let dev = &self.link(k).dev;
+        ip_n(&self.client, &format!("link set {dev} up"));
+        self.restore_route(k);
+    }
+
+    /// Silently drops every packet on link `k`, in both directions (`on = true`), or stops.
+    /// The link stays up, so connections through it hang rather than fail.
+    pub fn blackhole(&self, k: usize, on: bool) {
+        let l = self.link(k);
+        for (ns, dev) in [(&self.client, &l.dev), (&self.inet, &l.peer_dev)] {
+            let op = if on {
+                "-I PREROUTING 1"
+            } else {
+                "-D PREROUTING"
+            };
+            sh_words(ns, &format!("iptables -w -t raw {op} -i {dev} -j DROP"));
+        }
+    }
+
+    /// Writes `/etc/netns/<client>/hosts` (with `localhost` entries first), which processes
+    /// started through `ip netns exec <client>` (the engine, curl) see as `/etc/hosts`.
+    pub fn set_hosts(&self, entries: &[(&str, IpAddr)]) {
+        let dir = Path::new("/etc/netns").join(&self.client);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (name, ip) in entries {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        let path = dir.join("hosts");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
+    /// Runs a command inside the client namespace; output whatever the exit status.
+    pub fn exec_client(&self, args: &[&str]) -> Output {
+        run_in(&self.client, args)
+    }
+
+    /// Runs a command inside the internet namespace; output whatever the exit status.
+    pub fn exec_inet(&self, args: &[&str]) -> Output {
+        run_in(&self.inet, args)
+    }
+
+    /// Runs `f` on a thread inside the client namespace; see [`in_ns`].
+    pub fn in_client<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        in_ns(&self.client, f)
+    }
+
+    /// Runs `f` on a thread inside the internet namespace; see [`in_ns`].
+    pub fn in_inet<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> T {
+        in_ns(&self.inet, f)
+    }
+
+    /// A blocking TCP connect from the client namespace to `dst` through link `k`: the
+    /// socket is bound to `wan{k}` (`SO_BINDTODEVICE`) and to the link's source address.
+    pub fn connect_via(
+        &self,
+        k: usize,
+        dst: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
+        let l = self.link(k);
+        let src = SocketAddr::new(IpAddr::V4(l.client_addr), 0);
+        self.in_client(|| connect_std(Some((&l.dev, src)), dst, timeout))
+    }
+
+    /// A blocking TCP connect from the client namespace bound to nothing (which must fail:
+    /// the client namespace has no default route).
+    pub fn connect_unbound(&self, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        self.in_client(|| connect_std(None, dst, timeout))
+    }
+
+    /// A tokio TCP connection made from inside the client namespace, e.g. to the proxy at
+    /// `127.0.0.1:<port>`; panics if it cannot connect within 5 s.
+    pub async fn connect_client(&self, addr: SocketAddr) -> tokio::net::TcpStream {
+        self.try_connect_client(addr, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr} in {}: {e}", self.client))
+    }
+
+    /// Like [`Lab::connect_client`] but returns the error.
+    pub async fn try_connect_client(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<tokio::net::TcpStream> {
+        connect_tokio_in(&self.client, addr, timeout).await
+    }
+}
+
+/// A tokio TCP connection to `addr` made from inside namespace `ns` (the connect itself runs
+/// on a blocking thread, so the caller's runtime is never stalled).
+pub async fn connect_tokio_in(
+    ns: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<tokio::net::TcpStream> {
+    let ns = ns.to_owned();
+    let std = tokio::task::spawn_blocking(move || in_ns(&ns, || connect_std(None, addr, timeout)))
+        .await
+        .map_err(io::Error::other)??;
+    std.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(std)
+}
+
+/// A blocking connect in the calling thread's namespace, optionally bound to a device and
+/// source address.
+fn connect_std(
+    bind: Option<(&str, SocketAddr)>,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    let sock = Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+    if let Some((dev, src)) = bind {
+        sock.bind_device(Some(dev.as_bytes()))?;
+        sock.bind(&SockAddr::from(src))?;
+    }
+    sock.connect_timeout(&SockAddr::from(dst), timeout)?;
+    Ok(sock.into())
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let helpers = match self.helpers.get_mut() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for child in helpers.iter_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.client, &self.inet] {
+            let out = Command::new("ip").args(["netns", "del", ns]).output();
+            if let Ok(out) = out
+                && !out.status.success()
+                && netns_path(ns).exists()
+            {
+                eprintln!(
+                    "lab: could not delete namespace {ns}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+    }
+}

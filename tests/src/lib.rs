@@ -1,0 +1,113 @@
+//! The netmix network-namespace test lab.
+//!
+//! netmix sends each outgoing connection out through one of the machine's network
+//! interfaces, so its end-to-end tests need a machine with several uplinks. A [`Lab`] builds
+//! one out of Linux network namespaces (root / `CAP_NET_ADMIN` required, see
+//! [`require_root`]):
+//!
+//! ```text
+//!   client namespace (netmix runs here)            internet namespace
+//!   ┌──────────────────────────────┐               ┌───────────────────────────────┐
+//!   │ lo 127.0.0.1  (SOCKS port)   │               │ lo 127.0.0.1, 198.19.0.1/32   │
+//!   │ wan0 198.18.10.2/24 ─────────┼── veth ───────┼─ up0 198.18.10.1/24           │
+//!   │ wan1 198.18.11.2/24 ─────────┼── veth ───────┼─ up1 198.18.11.1/24           │
+//!   │ wanK 198.18.{10+K}.2/24 ─────┼── veth ───────┼─ upK 198.18.{10+K}.1/24       │
+//!   │                              │               │ target servers on 198.19.0.1: │
+//!   │ main table: no default route │               │  80 http, 7 echo, 9 who-am-I, │
+//!   │ table 100+K: default via     │               │  10 silent, 11 refused        │
+//!   │   198.18.{10+K}.1 dev wanK   │               └───────────────────────────────┘
+//!   │ rules: from 198.18.{10+K}.2  │
+//!   │   and oif wanK → table 100+K │
+//!   └──────────────────────────────┘
+//! ```
+//!
+//! Only a socket bound to a link (by source address or `SO_BINDTODEVICE`) gets out of the
+//! client namespace, exactly what netmix must do. Each link can be rate limited (`tbf` on
+//! both veth ends), delayed (NFQUEUE + the `lab-delay` helper, since the lab kernel has no
+//! netem), taken down, or black-holed while a test runs.
+//!
+//! Modules:
+//! - [`lab`]: namespaces, links and faults;
+//! - [`ns`]: `in_ns` and running commands inside a namespace;
+//! - [`servers`]: the target servers in the internet namespace;
+//! - [`engine`]: starting and stopping the `netmix` binary inside the client namespace;
+//! - [`socks`]: a tiny raw SOCKS5 client for exact protocol assertions;
+//! - [`client`]: who-am-I through netmix, per-link counting.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod engine;
+pub mod lab;
+pub mod ns;
+pub mod servers;
+pub mod socks;
+
+use std::time::Duration;
+
+pub use client::{WhoAmI, spread, whoami};
+pub use engine::{Engine, netmix_bin, run_netmix, spawn_engine};
+pub use lab::{Lab, Link, LinkSpec, TARGET, connect_tokio_in, require_root, set_lab_delay_bin};
+pub use ns::{command_in, in_ns, run_in, sh};
+pub use servers::{
+    ECHO_PORT, HTTP_PORT, REFUSED_PORT, SILENT_PORT, Servers, WHOAMI_PORT, bytes_body,
+};
+pub use socks::{Reply, Target, socks5_connect};
+
+/// How long [`assert_eventually!`] waits: `$NETMIX_TEST_PATIENCE_MS`, default 10 000 ms.
+pub fn patience() -> Duration {
+    let ms = std::env::var("NETMIX_TEST_PATIENCE_MS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(10_000);
+    Duration::from_millis(ms)
+}
+
+/// Polls `cond` every 50 ms until it holds or [`patience`] runs out, then panics with the
+/// message (format arguments allowed).
+///
+/// This one sleeps the thread, so use it from synchronous code or from async code whose
+/// condition does not depend on tasks of the same (current-thread) runtime; otherwise use
+/// [`assert_eventually_async!`].
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = ::std::time::Instant::now() + $crate::patience();
+        loop {
+            if $cond {
+                break;
+            }
+            if ::std::time::Instant::now() >= deadline {
+                panic!(
+                    "condition `{}` still false after {:?}: {}",
+                    stringify!($cond),
+                    $crate::patience(),
+                    format!($($msg)+)
+                );
+            }
+            ::std::thread::sleep(::std::time::Duration::from_millis(50));
+        }
+    }};
+}
+
+/// Like [`assert_eventually!`] but waits with `tokio::time::sleep`; usable only inside async
+/// code (it expands to an `.await`).
+#[macro_export]
+macro_rules! assert_eventually_async {
+    ($cond:expr, $($msg:tt)+) => {{
+        let deadline = ::std::time::Instant::now() + $crate::patience();
+        loop {
+            if $cond {
+                break;
+            }
+            if ::std::time::Instant::now() >= deadline {
+                panic!(
+                    "condition `{}` still false after {:?}: {}",
+                    stringify!($cond),
+                    $crate::patience(),
+                    format!($($msg)+)
+                );
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(50)).await;
+        }
+    }};
+}

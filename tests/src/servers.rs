@@ -1,0 +1,244 @@
+//! Target servers in the internet namespace.
+//!
+//! [`Lab::start_servers`] binds listeners inside the internet namespace (on `0.0.0.0`, so
+//! they answer on the target address 198.19.0.1 and on every link's peer address; ports are
+//! per namespace, so fixed ports never collide between labs) and serves them from a small
+//! tokio runtime of their own. Because they do not run on the test's runtime, tests may
+//! block freely (std sockets, `assert_eventually!`) without starving them.
+//!
+//! | port | service |
+//! | ---- | ------- |
+//! | [`HTTP_PORT`] 80 | minimal HTTP/1.1: `GET /ip` → client's source IP; `GET /bytes/N` → N bytes of [`bytes_body`]; `GET /` → short text; always `Connection: close` |
+//! | [`ECHO_PORT`] 7 | echo until EOF, then shut down the write half (half-close is observable) |
+//! | [`WHOAMI_PORT`] 9 | writes the peer's IP + `"\n"`, then closes |
+//! | [`SILENT_PORT`] 10 | accepts, reads and discards, never answers |
+//! | [`REFUSED_PORT`] 11 | nothing listens: connections are refused |
+//!
+//! Every accepted connection (any port) is counted per source IP in [`Servers::seen`].
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+use crate::lab::Lab;
+
+/// HTTP/1.1 server.
+pub const HTTP_PORT: u16 = 80;
+/// Echo server (RFC 862 port).
+pub const ECHO_PORT: u16 = 7;
+/// "Who am I": answers the peer's IP address and closes.
+pub const WHOAMI_PORT: u16 = 9;
+/// Accepts and never answers (for timeouts on the far side).
+pub const SILENT_PORT: u16 = 10;
+/// Nothing listens here: connections get RST (connection refused).
+pub const REFUSED_PORT: u16 = 11;
+
+/// Size of the chunks `/bytes/N` is streamed in.
+const CHUNK: usize = 64 * 1024;
+const PATTERN: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
+
+/// The body `GET /bytes/N` returns: a repeating 64-byte pattern, `n` bytes long.
+pub fn bytes_body(n: usize) -> Vec<u8> {
+    PATTERN.iter().copied().cycle().take(n).collect()
+}
+
+/// Accepted connections per source IP.
+pub type SeenMap = Arc<Mutex<HashMap<IpAddr, u64>>>;
+
+/// The running target servers; stopped on drop.
+pub struct Servers {
+    runtime: Option<Runtime>,
+    seen: SeenMap,
+    target: Ipv4Addr,
+}
+
+impl Servers {
+    /// A snapshot of how many connections each source IP opened (all ports together).
+    pub fn seen(&self) -> HashMap<IpAddr, u64> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+
+    /// The live shared counter map.
+    pub fn seen_handle(&self) -> SeenMap {
+        self.seen.clone()
+    }
+
+    /// Connections seen from `ip` so far.
+    pub fn seen_from(&self, ip: impl Into<IpAddr>) -> u64 {
+        self.seen().get(&ip.into()).copied().unwrap_or(0)
+    }
+
+    /// Forgets all counts.
+    pub fn reset_seen(&self) {
+        self.seen.lock().expect("seen lock").clear();
+    }
+
+    /// `198.19.0.1:port`.
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.target), port)
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Does not block, so it is fine inside the test's async context too.
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Lab {
+    /// Starts the target servers inside the internet namespace (see the module docs).
+    pub async fn start_servers(&self) -> Servers {
+        self.start_servers_blocking()
+    }
+
+    /// [`Lab::start_servers`] for synchronous tests.
+    pub fn start_servers_blocking(&self) -> Servers {
+        let ports = [HTTP_PORT, ECHO_PORT, WHOAMI_PORT, SILENT_PORT];
+        let listeners = self.in_inet(|| {
+            ports.map(|port| {
+                let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+                    .unwrap_or_else(|e| panic!("bind server port {port}: {e}"));
+                l.set_nonblocking(true).expect("nonblocking listener");
+                l
+            })
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("lab-servers")
+            .enable_all()
+            .build()
+            .expect("server runtime");
+        let seen = SeenMap::default();
+        for (port, listener) in ports.into_iter().zip(listeners) {
+            let seen = seen.clone();
+            runtime.spawn(async move {
+                let listener = TcpListener::from_std(listener).expect("tokio listener");
+                serve(port, listener, seen).await;
+            });
+        }
+        Servers {
+            runtime: Some(runtime),
+            seen,
+            target: self.target(),
+        }
+    }
+}
+
+async fn serve(port: u16, listener: TcpListener, seen: SeenMap) {
+    loop {
+        let Ok((sock, peer)) = listener.accept().await else {
+            continue;
+        };
+        *seen
+            .lock()
+            .expect("seen lock")
+            .entry(peer.ip())
+            .or_default() += 1;
+        tokio::spawn(async move {
+            // Errors are the client's business (resets, early closes): just drop the socket.
+            let _ = match port {
+                HTTP_PORT => http(sock, peer).await,
+                ECHO_PORT => echo(sock).await,
+                WHOAMI_PORT => whoami(sock, peer).await,
+                _ => silent(sock).await,
+            };
+        });
+    }
+}
+
+async fn echo(mut sock: TcpStream) -> std::io::Result<()> {
+    let (mut r, mut w) = sock.split();
+    tokio::io::copy(&mut r, &mut w).await?;
+    w.shutdown().await
+}
+
+async fn whoami(mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    sock.write_all(format!("{}\n", peer.ip()).as_bytes())
+        .await?;
+    sock.shutdown().await
+}
+
+async fn silent(mut sock: TcpStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    while sock.read(&mut buf).await? > 0 {}
+    Ok(())
+}
+
+async fn http(mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    // Read the request head (the body, if any, is ignored).
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 || head.len() > 16 * 1024 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let with_body = method != "HEAD";
+    if method != "GET" && method != "HEAD" {
+        return respond(
+            &mut sock,
+            "405 Method Not Allowed",
+            b"GET only\n",
+            with_body,
+        )
+        .await;
+    }
+    if path == "/" {
+        return respond(&mut sock, "200 OK", b"netmix lab target\n", with_body).await;
+    }
+    if path == "/ip" {
+        let ip = peer.ip().to_string();
+        return respond(&mut sock, "200 OK", ip.as_bytes(), with_body).await;
+    }
+    let Some(n) = path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return respond(&mut sock, "404 Not Found", b"not found\n", with_body).await;
+    };
+    let header = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    sock.write_all(header.as_bytes()).await?;
+    if with_body {
+        let chunk = bytes_body(CHUNK); // CHUNK is a multiple of the pattern length
+        let mut left = n;
+        while left > 0 {
+            let len = left.min(CHUNK as u64) as usize;
+            sock.write_all(&chunk[..len]).await?;
+            left -= len as u64;
+        }
+    }
+    sock.shutdown().await
+}
+
+async fn respond(
+    sock: &mut TcpStream,
+    status: &str,
+    body: &[u8],
+    with_body: bool,
+) -> std::io::Result<()> {
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(header.as_bytes()).await?;
+    if with_body {
+        sock.write_all(body).await?;
+    }
+    sock.shutdown().await
+}

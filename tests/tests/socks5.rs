@@ -1,0 +1,455 @@
+//! The engine foundation end to end: real netmix processes in the lab, real clients (curl,
+//! tokio-socks, raw SOCKS5 bytes), real sockets on the lab's links.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use netmix_integration::client::by_name;
+use netmix_integration::{
+    ECHO_PORT, HTTP_PORT, Lab, LinkSpec, REFUSED_PORT, TARGET, Target, WHOAMI_PORT,
+    assert_eventually_async, bytes_body, run_netmix, socks5_connect, spawn_engine, spread, whoami,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A config for the lab: the given interfaces, quick rescans, short timeouts.
+fn config(include: &str, extra: &str) -> String {
+    format!(
+        "{extra}\n[interfaces]\ninclude = [{include}]\n\n[discovery]\nrescan_interval_ms = 300\n\n\
+         [timeouts]\nhandshake_ms = 1500\nconnect_ms = 1500\n"
+    )
+}
+
+fn all_wan() -> String {
+    config("\"wan*\"", "")
+}
+
+fn target(port: u16) -> Target {
+    Target::Ip(SocketAddr::new(TARGET.into(), port))
+}
+
+/// Sends raw bytes to netmix and returns everything it answers until it closes (≤ 5 s).
+async fn raw(lab: &Lab, socks: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let mut s = lab.connect_client(socks).await;
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_tokio_socks_fetch_through_netmix() {
+    let lab = Lab::with_links(3);
+    lab.set_hosts(&[("target.lab", IpAddr::V4(TARGET))]);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &all_wan());
+
+    // curl, letting netmix resolve the name.
+    let socks = engine.socks_addr().to_string();
+    let out = lab.exec_client(&[
+        "curl",
+        "-sS",
+        "-m",
+        "10",
+        "--socks5-hostname",
+        &socks,
+        "http://target.lab/bytes/300000",
+    ]);
+    assert!(
+        out.status.success(),
+        "curl failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        engine.logs()
+    );
+    assert_eq!(
+        out.stdout,
+        bytes_body(300_000),
+        "body through netmix must be intact"
+    );
+    let out = lab.exec_client(&[
+        "curl",
+        "-sS",
+        "-m",
+        "10",
+        "--socks5-hostname",
+        &socks,
+        "http://target.lab/ip",
+    ]);
+    let ip: IpAddr = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("an address");
+    assert!(
+        lab.link_for_source(ip).is_some(),
+        "curl's request left through a lab link, got {ip}"
+    );
+
+    // tokio-socks, by name and by address.
+    for dest in [
+        ("target.lab".to_owned(), WHOAMI_PORT),
+        (TARGET.to_string(), WHOAMI_PORT),
+    ] {
+        let stream = lab.connect_client(engine.socks_addr()).await;
+        let mut s =
+            tokio_socks::tcp::Socks5Stream::connect_with_socket(stream, (dest.0.as_str(), dest.1))
+                .await
+                .expect("tokio-socks CONNECT");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        let ip: IpAddr = answer.trim().parse().unwrap();
+        assert!(lab.link_for_source(ip).is_some(), "{ip}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_round_robin_spreads_evenly_and_bnd_addr_names_the_link() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    // An empty plugins folder: the built-in round-robin answers.
+    let empty = std::env::temp_dir().join(format!("netmix-empty-plugins-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfg = config(
+        "\"wan*\"",
+        &format!("[plugins]\ndir = \"{}\"\n", empty.display()),
+    );
+    let engine = spawn_engine(&lab, &cfg);
+    assert_eventually_async!(
+        engine.logs().matches("Interface joined.").count() == 3,
+        "three interfaces joined:\n{}",
+        engine.logs()
+    );
+    let counts = spread(&lab, &engine, 30).await;
+    assert_eq!(counts, vec![10, 10, 10], "{:?}", by_name(&lab, &counts));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reply_code_is_provoked() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    // The internet namespace forwards, so an address it has no route for answers with ICMP
+    // "network unreachable".
+    lab.exec_inet(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let engine = spawn_engine(
+        &lab,
+        &config("\"wan*\"", "[socks]\ndeny = [\"198.19.0.128/25\"]\n"),
+    );
+    let socks = engine.socks_addr();
+    let code = |t: Target| {
+        let lab = &lab;
+        async move {
+            let s = lab.connect_client(socks).await;
+            socks5_connect(s, t, None).await.expect("exchange").code
+        }
+    };
+    assert_eq!(code(target(WHOAMI_PORT)).await, 0x00, "succeeded");
+    assert_eq!(code(target(REFUSED_PORT)).await, 0x05, "refused port");
+    assert_eq!(
+        code(Target::Ip("198.19.0.200:80".parse().unwrap())).await,
+        0x02,
+        "denied by socks.deny"
+    );
+    assert_eq!(
+        code(Target::Ip("198.18.200.1:80".parse().unwrap())).await,
+        0x03,
+        "remote network unreachable"
+    );
+    assert_eq!(
+        code(Target::Ip("[2001:db8::1]:80".parse().unwrap())).await,
+        0x03,
+        "no interface has IPv6"
+    );
+    assert_eq!(
+        code(Target::Domain("no-such-host.lab".into(), 80)).await,
+        0x04,
+        "unknown host"
+    );
+
+    // Commands other than CONNECT, unknown address types.
+    let bind = raw(&lab, socks, &[5, 1, 0, 5, 2, 0, 1, 198, 19, 0, 1, 0, 80]).await;
+    assert_eq!(&bind[..4], &[5, 0, 5, 0x07], "BIND: command not supported");
+    let udp = raw(&lab, socks, &[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+    assert_eq!(
+        &udp[..4],
+        &[5, 0, 5, 0x07],
+        "UDP ASSOCIATE: command not supported"
+    );
+    let atyp = raw(&lab, socks, &[5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80]).await;
+    assert_eq!(&atyp[..4], &[5, 0, 5, 0x08], "address type not supported");
+    // A client that offers only username/password to a server without auth: 0xFF.
+    assert_eq!(
+        raw(&lab, socks, &[5, 1, 2]).await,
+        vec![5, 0xFF],
+        "no acceptable method"
+    );
+    drop(engine);
+
+    // Bad credentials.
+    let engine = spawn_engine(
+        &lab,
+        &config(
+            "\"wan*\"",
+            "[[socks.auth.users]]\nusername = \"alice\"\npassword = \"secret\"\n",
+        ),
+    );
+    let s = lab.connect_client(engine.socks_addr()).await;
+    let err = socks5_connect(s, target(WHOAMI_PORT), Some(("alice", "wrong")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        std::io::ErrorKind::PermissionDenied,
+        "bad password refused"
+    );
+    let mut bad = vec![5, 1, 2, 1, 5];
+    bad.extend_from_slice(b"alice");
+    bad.push(5);
+    bad.extend_from_slice(b"wrong");
+    assert_eq!(
+        raw(&lab, engine.socks_addr(), &bad).await,
+        vec![5, 2, 1, 1],
+        "RFC 1929 failure status"
+    );
+    assert_eq!(
+        raw(&lab, engine.socks_addr(), &[5, 1, 0]).await,
+        vec![5, 0xFF],
+        "auth required"
+    );
+    let s = lab.connect_client(engine.socks_addr()).await;
+    let ok = socks5_connect(s, target(WHOAMI_PORT), Some(("alice", "secret")))
+        .await
+        .unwrap();
+    assert_eq!(ok.code, 0);
+    drop(engine);
+
+    // Connect timeout through a blackholed link (the only one netmix may use).
+    lab.blackhole(2, true);
+    let engine = spawn_engine(&lab, &config("\"wan2\"", ""));
+    let started = Instant::now();
+    let s = lab.connect_client(engine.socks_addr()).await;
+    let reply = socks5_connect(s, target(WHOAMI_PORT), None).await.unwrap();
+    assert_eq!(reply.code, 0x06, "timeout through a blackhole");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_secs(4),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_down_avoided_and_new_link_joins_without_restart() {
+    let mut lab = Lab::with_links(3);
+    let servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &all_wan());
+    assert_eventually_async!(
+        engine.logs().matches("Interface joined.").count() == 3,
+        "three interfaces joined"
+    );
+
+    lab.set_link_down(1);
+    // Right away (before any rescan could notice) every new connection still succeeds.
+    let counts = spread(&lab, &engine, 12).await;
+    assert_eq!(
+        counts[1], 0,
+        "nothing leaves through the down link: {counts:?}"
+    );
+    assert_eq!(counts[0] + counts[2], 12);
+    assert_eq!(servers.seen_from(lab.link(1).client_addr), 0);
+
+    assert_eventually_async!(
+        engine
+            .logs()
+            .contains("Link state changed. iface=wan1 up=false"),
+        "discovery saw the link go down:\n{}",
+        engine.logs()
+    );
+    lab.set_link_up(1);
+    assert_eventually_async!(
+        engine
+            .logs()
+            .contains("iface=wan1 from=Down why=\"link up\""),
+        "netmix saw the link come back:\n{}",
+        engine.logs()
+    );
+    let k = lab.add_link(LinkSpec::plain());
+    assert_eventually_async!(
+        engine
+            .logs()
+            .contains(&format!("Interface joined. iface={}", lab.link(k).dev)),
+        "netmix noticed the new link:\n{}",
+        engine.logs()
+    );
+    let counts = spread(&lab, &engine, 40).await;
+    assert!(counts[k] >= 8, "the new link gets its share: {counts:?}");
+    assert!(
+        counts[1] >= 8,
+        "the restored link gets its share: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_clients_get_answers_while_others_are_served() {
+    let lab = Lab::with_links(2);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &config("\"wan*\"", ""));
+    let socks = engine.socks_addr();
+
+    // A silent client, a truncated handshake and a garbage one, all at once.
+    let mut silent = lab.connect_client(socks).await;
+    let mut truncated = lab.connect_client(socks).await;
+    truncated
+        .write_all(&[5, 1, 0, 5, 1, 0, 1, 198])
+        .await
+        .unwrap();
+    let garbage = raw(&lab, socks, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        garbage.is_empty(),
+        "not SOCKS5: closed without an answer, got {garbage:?}"
+    );
+
+    // Meanwhile a normal client is served at once.
+    let started = Instant::now();
+    let w = whoami(&lab, &engine).await;
+    assert_eq!(w.code, 0);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "served while others hang"
+    );
+
+    // A 255-byte domain name is parsed and answered (it does not resolve: 04).
+    let name = format!(
+        "{}.{}.{}.{}",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63)
+    );
+    assert_eq!(name.len(), 255);
+    let s = lab.connect_client(socks).await;
+    let r = socks5_connect(s, Target::Domain(name, 80), None)
+        .await
+        .unwrap();
+    assert_eq!(r.code, 0x04);
+
+    // The silent and the truncated client are closed within the handshake timeout (1.5 s).
+    for s in [&mut silent, &mut truncated] {
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(4), s.read_to_end(&mut buf)).await;
+        let n = n.expect("closed by netmix within the handshake timeout");
+        assert!(n.is_ok());
+        assert!(started.elapsed() < Duration::from_millis(2500));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_data_is_kept_and_half_close_works_both_ways() {
+    let lab = Lab::with_links(1);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &config("\"wan*\"", ""));
+    let mut s = lab.connect_client(engine.socks_addr()).await;
+    // Greeting, request and payload in one write, before any answer.
+    let mut bytes = vec![5, 1, 0, 5, 1, 0, 1];
+    bytes.extend_from_slice(&TARGET.octets());
+    bytes.extend_from_slice(&ECHO_PORT.to_be_bytes());
+    bytes.extend_from_slice(b"pipelined hello");
+    s.write_all(&bytes).await.unwrap();
+    // The client closes its sending side: the echo server sees EOF, echoes and closes.
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert_eq!(&out[..2], &[5, 0]);
+    assert_eq!(&out[2..4], &[5, 0], "CONNECT succeeded");
+    let reply_len = 10;
+    assert_eq!(
+        &out[2 + reply_len..],
+        b"pipelined hello",
+        "payload after the request arrived once"
+    );
+
+    // The other direction: the server closes first (who-am-I), the client can still send.
+    let s = lab.connect_client(engine.socks_addr()).await;
+    let mut r = socks5_connect(s, target(WHOAMI_PORT), None).await.unwrap();
+    let mut answer = String::new();
+    r.stream.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(
+        answer.trim().parse::<Ipv4Addr>().unwrap(),
+        lab.link(0).client_addr
+    );
+    assert!(r.stream.write_all(b"still open for writing").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_download_through_each_link_is_intact() {
+    let lab = Lab::with_links(2);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &config("\"wan*\"", ""));
+    for _ in 0..2 {
+        let s = lab.connect_client(engine.socks_addr()).await;
+        let mut r = socks5_connect(s, target(HTTP_PORT), None).await.unwrap();
+        r.stream
+            .write_all(b"GET /bytes/1000000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        r.stream.read_to_end(&mut all).await.unwrap();
+        let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(&all[body_at..], &bytes_body(1_000_000)[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interfaces_command_shows_what_discovery_sees() {
+    let lab = Lab::with_links(2);
+    let out = run_netmix(
+        &lab,
+        &["interfaces", "--config", "{config}"],
+        &config("\"wan0\"", ""),
+    );
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} in\n{text}"))
+            .to_owned()
+    };
+    assert!(line("wan0").ends_with("yes"), "{text}");
+    assert!(line("wan0").contains("198.18.10.2"), "{text}");
+    assert!(
+        line("wan1").contains("no: not in interfaces.include"),
+        "{text}"
+    );
+    assert!(line("lo").contains("no: loopback"), "{text}");
+    lab.set_link_down(0);
+    let out = run_netmix(
+        &lab,
+        &["interfaces", "--config", "{config}"],
+        &config("\"wan0\"", ""),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("wan0") && l.ends_with("no: link down")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully() {
+    let lab = Lab::with_links(1);
+    let _servers = lab.start_servers().await;
+    let mut engine = spawn_engine(
+        &lab,
+        &config("\"wan*\"", "shutdown_grace_period_secs = 2\n"),
+    );
+    assert_eq!(whoami(&lab, &engine).await.code, 0);
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = engine
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        engine.logs().contains("signal=\"SIGTERM\""),
+        "{}",
+        engine.logs()
+    );
+}

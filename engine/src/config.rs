@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 /// Where the SOCKS5 listener binds when the config does not say.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1080);
+/// Where the dashboard listens when the config does not say.
+pub const DEFAULT_DASHBOARD_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
 /// How long a client may take to finish the SOCKS5 handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// How long one outbound connect attempt on one interface may take.
@@ -64,6 +67,11 @@ pub struct Config {
     /// `round-robin` (built in, and the default) or the name of a loaded plugin.
     #[serde(default = "default_strategy")]
     pub strategy: String,
+    /// Per-site stickiness: a connection to a host name (or address) that went out through an
+    /// interface less than this many seconds ago goes out through the same one, whatever the
+    /// strategy, so logins that check the client's address keep working. 0 = off.
+    #[serde(default)]
+    pub sticky_ttl_secs: u64,
     /// Options for each strategy, by strategy name: `[strategies.latency] tolerance_pct = 10`.
     /// The table is handed to the plugin as TOML text.
     #[serde(default)]
@@ -77,6 +85,9 @@ pub struct Config {
     /// Reactive failover.
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// The web dashboard.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
     /// Write one JSON line per connection here (for training learned strategies). Default: off.
     #[serde(default)]
     pub connection_log: Option<PathBuf>,
@@ -242,6 +253,52 @@ pub struct FailoverConfig {
     pub race_after_ms: u64,
 }
 
+/// `[dashboard]`: the web dashboard and its API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Serve the dashboard.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where it listens. Keep it on loopback: the page shows where your connections go.
+    #[serde(default = "default_dashboard_listen")]
+    pub listen: SocketAddr,
+    /// File holding the token that changing state (switching strategy) needs; created with
+    /// mode 0600 on first run. Default: `$XDG_STATE_HOME/netmix/dashboard-token`, or
+    /// `~/.local/state/netmix/dashboard-token`.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Extra `Host` header values to accept (`name:port`), besides the listen address and
+    /// `localhost` (requests naming any other host are refused: DNS rebinding defence).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl DashboardConfig {
+    /// The token file: configured, or under the user's state directory.
+    pub fn token_path(&self) -> PathBuf {
+        if let Some(p) = &self.token_file {
+            return p.clone();
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir);
+        state.join("netmix").join("dashboard-token")
+    }
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_DASHBOARD_LISTEN,
+            token_file: None,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
 /// `[discovery]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +345,9 @@ const fn default_rescan_ms() -> u64 {
 }
 const fn default_grace() -> u64 {
     DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS
+}
+const fn default_dashboard_listen() -> SocketAddr {
+    DEFAULT_DASHBOARD_LISTEN
 }
 const fn default_true() -> bool {
     true
@@ -404,9 +464,11 @@ impl Default for Config {
             discovery: DiscoveryConfig::default(),
             strategy: default_strategy(),
             strategies: BTreeMap::new(),
+            sticky_ttl_secs: 0,
             plugins: PluginsConfig::default(),
             health: HealthConfig::default(),
             failover: FailoverConfig::default(),
+            dashboard: DashboardConfig::default(),
             connection_log: None,
             shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
         }

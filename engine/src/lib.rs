@@ -28,7 +28,9 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod connlog;
 pub mod events;
+pub mod feed;
 pub mod health;
 pub mod iface;
 pub mod manager;
@@ -48,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, InterfaceFilter};
 use crate::events::{EventKind, Events};
+use crate::feed::{DashboardFeed, RouterControl};
 use crate::health::HealthProber;
 use crate::iface::{Discovery, InterfaceParams};
 use crate::manager::ConnectionManager;
@@ -67,6 +70,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let local = listener.local_addr().context("listener address")?;
 
     let events = Events::new();
+    // Subscribed before anything can happen, so the dashboard sees start-up events too.
+    let early_events = events.subscribe();
     let router = Arc::new(load_strategies(&config, &events));
     let manager = ConnectionManager::new(router.clone()).start();
     let discovery = Discovery::new(
@@ -82,11 +87,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let feed = if config.dashboard.enabled {
+        Some(
+            start_dashboard(
+                &config,
+                manager.clone(),
+                router.clone(),
+                early_events,
+                &token,
+                &tracker,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let conn_log = match &config.connection_log {
+        Some(path) => Some(connlog::ConnLog::open(path).await.with_context(|| {
+            format!(
+                "cannot open the connection log {} (connection_log)",
+                path.display()
+            )
+        })?),
+        None => None,
+    };
     let serve = Arc::new(ServeContext::new(
         &config,
         router,
         discovery.clone().recipient(),
         events.clone(),
+        feed.clone().map(Addr::recipient),
+        conn_log,
     ));
     let listener_actor = SocksListener::new(
         listener,
@@ -109,9 +140,63 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "Grace period over; closing open connections."
         );
     }
-    drop((listener_actor, discovery, manager, prober));
+    drop((listener_actor, discovery, manager, prober, feed));
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Binds the dashboard, loads or creates its token, starts the feed actor and serves the web
+/// crate's routes until shutdown.
+async fn start_dashboard(
+    config: &Config,
+    manager: Addr<ConnectionManager>,
+    router: Arc<Router>,
+    events: tokio::sync::broadcast::Receiver<events::Event>,
+    token: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<Addr<DashboardFeed>> {
+    let d = &config.dashboard;
+    let listener = tokio::net::TcpListener::bind(d.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (dashboard.listen)", d.listen))?;
+    let local = listener.local_addr().context("dashboard address")?;
+    let token_path = d.token_path();
+    let (secret, created) = netmix_web::load_or_create_token(&token_path).with_context(|| {
+        format!(
+            "cannot read or create the dashboard token {}",
+            token_path.display()
+        )
+    })?;
+    if created {
+        // Printed once, on the terminal only, never logged again.
+        eprintln!(
+            "netmix: dashboard token (needed to switch strategy from the page): {secret}\n\
+             netmix: stored in {} (mode 0600)",
+            token_path.display()
+        );
+    }
+    let mut allowed_hosts = netmix_web::WebConfig::loopback_hosts(local.port());
+    allowed_hosts.push(local.to_string());
+    allowed_hosts.extend(d.allowed_hosts.iter().cloned());
+    if !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "The dashboard listens beyond loopback; anyone who can reach it sees your connections.");
+    }
+    let (feed, rx) = DashboardFeed::new(manager, router.clone(), events);
+    let feed = feed.start();
+    let ctx = netmix_web::WebContext {
+        feed: rx,
+        control: Arc::new(RouterControl(router)),
+        config: netmix_web::WebConfig {
+            token: secret,
+            allowed_hosts,
+        },
+    };
+    let stop = token.clone();
+    tracker.spawn(netmix_web::serve(ctx, listener, async move {
+        stop.cancelled().await
+    }));
+    tracing::info!(url = %format!("http://{local}/"), "Dashboard ready.");
+    Ok(feed)
 }
 
 /// Loads the plugins folder, logs every refused file in one line, and selects the configured
@@ -137,7 +222,8 @@ fn load_strategies(config: &Config, events: &Events) -> Router {
             (p, options)
         })
         .collect();
-    let router = Router::with_plugins(events.clone(), plugins);
+    let router = Router::with_plugins(events.clone(), plugins)
+        .with_stickiness(Duration::from_secs(config.sticky_ttl_secs));
     router.select_or_fallback(&config.strategy);
     router
 }

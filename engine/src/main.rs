@@ -34,6 +34,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print each interface's state and numbers from a running netmix (its dashboard API).
+    Status {
+        /// Config file of the running instance (for `dashboard.listen`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// List the strategy plugins found in the plugins folder, and why any file was refused.
     Plugins {
         /// Config file whose `plugins.dir` to search.
@@ -81,6 +87,13 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             print_interfaces(&config)
+        }
+        Command::Status { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            print_status(&config)
         }
         Command::Plugins { config } => {
             let config = match load(config.as_ref()) {
@@ -176,4 +189,94 @@ fn print_plugins(config: &Config) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn print_status(config: &Config) -> ExitCode {
+    let addr = config.dashboard.listen;
+    let interfaces: Vec<netmix_web::InterfaceDto> = match http_get_json(addr, "/api/interfaces") {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!(
+                "netmix: cannot reach the running netmix at http://{addr}/ ({e}); is it running with the dashboard enabled?"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "{:<12} {:<9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>12} {:>11} {:>11}",
+        "INTERFACE",
+        "HEALTH",
+        "LATENCY",
+        "JITTER",
+        "SUCCESS",
+        "ACTIVE",
+        "BYTES_UP",
+        "BYTES_DOWN",
+        "UP_BPS",
+        "DOWN_BPS"
+    );
+    for i in &interfaces {
+        println!(
+            "{:<12} {:<9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>12} {:>11} {:>11}",
+            i.name,
+            i.health,
+            i.latency_ms
+                .map_or("-".to_owned(), |ms| format!("{ms:.1}ms")),
+            format!("{:.1}ms", i.jitter_ms),
+            i.success_rate
+                .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+            i.active,
+            i.bytes_up,
+            i.bytes_down,
+            i.up_bps,
+            i.down_bps,
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// A minimal HTTP/1.1 GET of a JSON document from the local dashboard.
+fn http_get_json<T: serde::de::DeserializeOwned>(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<T, String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP answer")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        return Err(format!("HTTP status: {status}"));
+    }
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    serde_json::from_str(&body).map_err(|e| format!("bad JSON: {e}"))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

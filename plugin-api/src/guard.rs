@@ -6,7 +6,9 @@
 //! [`std::panic::catch_unwind`] here and a panic comes back as [`StrategyError::Panicked`].
 //! Authors never implement [`Strategy`] themselves, so they cannot forget.
 
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -55,9 +57,34 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     one_line(text, MAX_PANIC_MESSAGE_CHARS)
 }
 
-/// Runs `f`, turning a panic into [`StrategyError::Panicked`].
+thread_local! {
+    /// Set while plugin code runs under [`guarded`]: its panics are caught and reported to the
+    /// engine as errors, so the default hook's stderr dump would only be noise.
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs (once per copy of std — each plugin library has its own) a panic hook that stays
+/// quiet for panics [`guarded`] will catch and defers to the previous hook for all others.
+fn install_quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !IN_GUARD.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs `f`, turning a panic into [`StrategyError::Panicked`] (reported once by the engine,
+/// not printed by the panic hook).
 pub fn guarded<R>(f: impl FnOnce() -> Result<R, StrategyError>) -> RResult<R, StrategyError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    install_quiet_hook();
+    let outer = IN_GUARD.with(|g| g.replace(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(outer));
+    match result {
         Ok(Ok(value)) => ROk(value),
         Ok(Err(err)) => RErr(err),
         Err(payload) => RErr(StrategyError::Panicked(panic_message(&*payload).into())),

@@ -81,3 +81,56 @@ pub fn by_name(lab: &Lab, counts: &[usize]) -> HashMap<String, usize> {
         .map(|(k, c)| (lab.link(k).dev.clone(), *c))
         .collect()
 }
+
+/// GETs `path` from netmix's dashboard API (127.0.0.1:5000 in the client namespace, or
+/// `dashboard`) and parses the JSON body.
+///
+/// # Panics
+/// When the dashboard cannot be reached or answers with something other than 200 + JSON.
+pub async fn api(lab: &Lab, dashboard: SocketAddr, path: &str) -> serde_json::Value {
+    use tokio::io::AsyncWriteExt;
+    let mut s = lab.connect_client(dashboard).await;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {dashboard}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw))
+        .await
+        .expect("dashboard answered in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: bad JSON ({e}): {body}"))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The dashboard's default address inside the client namespace.
+pub const DASHBOARD: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5000);
+
+/// One interface's JSON object from `/api/interfaces`, by name.
+pub async fn iface_json(lab: &Lab, name: &str) -> Option<serde_json::Value> {
+    let list = api(lab, DASHBOARD, "/api/interfaces").await;
+    list.as_array()?.iter().find(|i| i["name"] == name).cloned()
+}

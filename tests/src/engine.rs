@@ -115,6 +115,7 @@ pub fn run_netmix(lab: &Lab, args: &[&str], config_toml: &str) -> Output {
     argv.extend(args.iter().map(String::as_str));
     let out = command_in(lab.client_ns(), &argv)
         .env("RUST_LOG", "info,netmix=debug")
+        .env("XDG_STATE_HOME", temp_path("state"))
         .stdin(Stdio::null())
         .output()
         .expect("run netmix");
@@ -149,6 +150,8 @@ impl Engine {
         argv.extend(args.iter().map(String::as_str));
         let child = command_in(lab.client_ns(), &argv)
             .env("RUST_LOG", "info,netmix=debug")
+            // The dashboard token goes to a per-engine folder, not the user's home.
+            .env("XDG_STATE_HOME", temp_path("state"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)

@@ -12,9 +12,11 @@
 pub mod plugins;
 mod round_robin;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use abi_stable::std_types::{RNone, ROption, RSome, RString, RVec};
 use arc_swap::ArcSwap;
@@ -135,7 +137,17 @@ pub struct Router {
     events: Events,
     plugin_errors: AtomicU64,
     fallbacks: AtomicU64,
+    sticky: Option<Sticky>,
 }
+
+/// Per-site stickiness: destination → (interface id, when it was last used).
+struct Sticky {
+    ttl: Duration,
+    sites: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// Sweep expired sticky entries once the table grows past this.
+const STICKY_SWEEP_AT: usize = 4096;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -157,7 +169,62 @@ impl Router {
             events,
             plugin_errors: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            sticky: None,
         }
+    }
+
+    /// Turns on per-site stickiness for `ttl` (zero: off).
+    pub fn with_stickiness(mut self, ttl: Duration) -> Self {
+        self.sticky = (!ttl.is_zero()).then(|| Sticky {
+            ttl,
+            sites: Mutex::new(HashMap::new()),
+        });
+        self
+    }
+
+    /// Remembers that `conn`'s destination went out through `iface` (per-site stickiness).
+    pub fn remember(&self, conn: &ConnMeta, iface: u32) {
+        let Some(sticky) = &self.sticky else { return };
+        let now = Instant::now();
+        let mut sites = sticky.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        if sites.len() >= STICKY_SWEEP_AT {
+            sites.retain(|_, (_, at)| now.duration_since(*at) < sticky.ttl);
+        }
+        match sites.get_mut(&site_key(conn)) {
+            Some(entry) if entry.0 == iface => entry.1 = now,
+            _ => {
+                sites.insert(site_key(conn), (iface, now));
+            }
+        }
+    }
+
+    /// Moves the remembered interface of `conn`'s site to the front, if it is still usable.
+    fn apply_stickiness(&self, conn: &ConnMeta, mut decision: Decision) -> Decision {
+        let Some(sticky) = &self.sticky else {
+            return decision;
+        };
+        let key = site_key(conn);
+        let remembered = {
+            let sites = sticky.sites.lock().unwrap_or_else(PoisonError::into_inner);
+            sites.get(&key).copied()
+        };
+        let Some((id, at)) = remembered else {
+            return decision;
+        };
+        let age = at.elapsed();
+        if age >= sticky.ttl {
+            return decision;
+        }
+        if let Some(pos) = decision.order.iter().position(|v| v.id == id) {
+            let iface = decision.order.remove(pos);
+            decision.reason = format!(
+                "sticky: {key} → {} (last used {}s ago)",
+                iface.name,
+                age.as_secs()
+            );
+            decision.order.insert(0, iface);
+        }
+        decision
     }
 
     /// A router that can switch between `plugins` (each with its options as TOML text).
@@ -280,8 +347,14 @@ impl Router {
         self.snapshot.load_full()
     }
 
-    /// Orders the usable interfaces for a new connection.
+    /// Orders the usable interfaces for a new connection: the strategy's answer, then
+    /// per-site stickiness when enabled.
     pub fn pick(&self, conn: &ConnMeta) -> Decision {
+        let decision = self.pick_by_strategy(conn);
+        self.apply_stickiness(conn, decision)
+    }
+
+    fn pick_by_strategy(&self, conn: &ConnMeta) -> Decision {
         let snapshot = self.snapshot.load();
         let active = self.active.load();
         let Some(strategy) = active.as_ref() else {
@@ -347,8 +420,6 @@ impl Router {
                     strategy.name
                 ),
             );
-        } else {
-            tracing::debug!(plugin = %strategy.name, error = %failure, "Strategy plugin failed again.");
         }
         let (order, reason) = self.round_robin.pick(&snapshot);
         Decision {
@@ -411,6 +482,15 @@ pub struct Observation {
     pub bytes_down: u64,
     /// Time since connected.
     pub duration_us: u64,
+}
+
+/// The site a connection goes to: the host name when the client gave one, else the address.
+fn site_key(conn: &ConnMeta) -> String {
+    match (&conn.host, conn.addr) {
+        (Some(h), _) => h.to_ascii_lowercase(),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => String::new(),
+    }
 }
 
 fn conn_to_ffi(conn: &ConnMeta) -> api::ConnMeta {

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::Recipient;
@@ -15,7 +16,10 @@ use tokio::time::{Instant, timeout};
 use super::handshake::{self, Credentials, Reply, TargetAddr};
 use super::relay::relay;
 use crate::config::{Config, UserConfig};
+use crate::connlog::{Attempt, CandidateStats, ConnLog, ConnRecord};
+use crate::events::unix_ms;
 use crate::events::{EventKind, Events};
+use crate::feed::ConnEvent;
 use crate::iface::bind::{ConnectError, connect_via};
 use crate::iface::{ConnClosed, ConnOpened, InterfaceView, Observed, Outcome, Rescan, Source};
 use crate::router::{ConnMeta, Observation, Router, Stage};
@@ -61,6 +65,12 @@ pub struct ServeContext {
     pub rescan: Recipient<Rescan>,
     /// Failover events for the dashboard.
     pub events: Events,
+    /// Connection records for the dashboard (None: no dashboard).
+    pub feed: Option<Recipient<ConnEvent>>,
+    /// The connection log for learning (None: off).
+    pub conn_log: Option<ConnLog>,
+    /// Next connection id.
+    next_id: AtomicU64,
 }
 
 impl ServeContext {
@@ -70,6 +80,8 @@ impl ServeContext {
         router: Arc<Router>,
         rescan: Recipient<Rescan>,
         events: Events,
+        feed: Option<Recipient<ConnEvent>>,
+        conn_log: Option<ConnLog>,
     ) -> Self {
         Self {
             router,
@@ -87,6 +99,9 @@ impl ServeContext {
                 .then(|| Duration::from_millis(config.failover.race_after_ms)),
             rescan,
             events,
+            feed,
+            conn_log,
+            next_id: AtomicU64::new(1),
         }
     }
 }
@@ -140,9 +155,67 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         client: peer,
     };
     let decision = ctx.router.pick(&meta);
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut log_record = ctx.conn_log.as_ref().map(|_| ConnRecord {
+        unix_ms: unix_ms(),
+        id,
+        client: peer.to_string(),
+        host: meta.host.clone(),
+        addr: meta.addr.map(|a| a.to_string()),
+        port: meta.port,
+        strategy: decision.strategy.clone(),
+        reason: decision.reason.clone(),
+        candidates: ctx
+            .router
+            .snapshot()
+            .interfaces
+            .iter()
+            .map(|v| CandidateStats::of(v))
+            .collect(),
+        attempts: Vec::new(),
+        chosen: None,
+        ok: false,
+        connect_us: 0,
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0,
+    });
+    let record =
+        |interface: Option<&str>, retries: usize, error: Option<String>| ConnEvent::Opened {
+            id,
+            client: peer.to_string(),
+            destination: target.to_string(),
+            interface: interface.map(str::to_owned),
+            strategy: decision.strategy.clone(),
+            reason: decision.reason.clone(),
+            retries: retries as u32,
+            error,
+        };
     let connected = match connect_with_failover(&ctx, &decision.order, &addrs).await {
         Ok(connected) => connected,
         Err(error) => {
+            if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
+                r.attempts = vec![Attempt {
+                    interface: String::new(),
+                    ok: false,
+                    error: Some(
+                        error
+                            .as_ref()
+                            .map_or_else(|| "no usable interface".to_owned(), ToString::to_string),
+                    ),
+                }];
+                log.log(r);
+            }
+            if let Some(feed) = &ctx.feed {
+                let why = error
+                    .as_ref()
+                    .map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
+                feed.do_send(record(
+                    None,
+                    decision.order.len().min(ctx.max_attempts),
+                    Some(why),
+                ));
+            }
             let reply = error.as_ref().map_or(Reply::NetworkUnreachable, reply_for);
             tracing::info!(
                 %peer,
@@ -162,6 +235,10 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         connect_time,
         failed,
     } = connected;
+    ctx.router.remember(&meta, iface.id);
+    if let Some(feed) = &ctx.feed {
+        feed.do_send(record(Some(&iface.name), failed.len(), None));
+    }
     if !failed.is_empty() {
         let tried: Vec<String> = failed.iter().map(|(n, e)| format!("{n} ({e})")).collect();
         let message = format!(
@@ -198,6 +275,35 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     let started = Instant::now();
     let totals = relay(&mut client, &mut outbound, &iface.live, ctx.idle_timeout).await;
     iface.actor.do_send(ConnClosed);
+    if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
+        r.attempts = failed
+            .iter()
+            .map(|(n, e)| Attempt {
+                interface: n.clone(),
+                ok: false,
+                error: Some(e.clone()),
+            })
+            .chain(std::iter::once(Attempt {
+                interface: iface.name.clone(),
+                ok: true,
+                error: None,
+            }))
+            .collect();
+        r.chosen = Some(iface.name.clone());
+        r.ok = true;
+        r.connect_us = connect_time.as_micros() as u64;
+        r.bytes_up = totals.up;
+        r.bytes_down = totals.down;
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        log.log(r);
+    }
+    if let Some(feed) = &ctx.feed {
+        feed.do_send(ConnEvent::Closed {
+            id,
+            bytes_up: totals.up,
+            bytes_down: totals.down,
+        });
+    }
     Router::observe(
         &decision,
         &meta,

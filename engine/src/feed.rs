@@ -1,0 +1,327 @@
+//! The DashboardFeed actor: gathers what the dashboard shows — the interfaces (from the
+//! ConnectionManager, with each interface actor's latency history), recent connections (from
+//! the relay tasks), events and totals — and publishes one [`Feed`] on a `watch` channel at
+//! most every 500 ms. The web crate reads that channel; it never talks to an actor.
+//!
+//! Connection records arrive as [`ConnEvent`] messages with `do_send`, so a relay never waits
+//! for the feed. The feed keeps a bounded window: every open connection plus the newest
+//! closed ones, up to [`netmix_web::models::MAX_CONNECTIONS`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use netmix_web::models::{MAX_CONNECTIONS, MAX_EVENTS};
+use netmix_web::{
+    ConnectionDto, EventDto, Feed, InterfaceDto, LatencyPoint, StrategyDto, StrategyInfo, Totals,
+};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use crate::events::{Event, unix_ms};
+use crate::health::state::Health;
+use crate::iface::{GetLatencyHistory, InterfaceView};
+use crate::manager::{ConnectionManager, GetInterfaces};
+use crate::router::Router;
+
+/// How often the feed is rebuilt and published.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
+/// A connection's life, as the relay task reports it.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum ConnEvent {
+    /// Connected (or failed: `error` set, then no `Closed` follows).
+    Opened {
+        /// Engine-wide connection id.
+        id: u64,
+        /// Client address.
+        client: String,
+        /// What the client asked for.
+        destination: String,
+        /// The interface that carried it.
+        interface: Option<String>,
+        /// The strategy that chose.
+        strategy: String,
+        /// Its reason.
+        reason: String,
+        /// Interfaces that failed before this one.
+        retries: u32,
+        /// Set when no interface connected.
+        error: Option<String>,
+    },
+    /// Finished.
+    Closed {
+        /// The id from `Opened`.
+        id: u64,
+        /// Client → destination bytes.
+        bytes_up: u64,
+        /// Destination → client bytes.
+        bytes_down: u64,
+    },
+}
+
+/// Builds and publishes the dashboard's [`Feed`].
+pub struct DashboardFeed {
+    manager: Addr<ConnectionManager>,
+    router: Arc<Router>,
+    events: Option<broadcast::Receiver<Event>>,
+    tx: watch::Sender<Arc<Feed>>,
+    open: HashMap<u64, (ConnectionDto, Instant)>,
+    closed: VecDeque<ConnectionDto>,
+    recent_events: VecDeque<EventDto>,
+    totals: Totals,
+    interfaces: Vec<InterfaceDto>,
+    started: Instant,
+    version: u64,
+}
+
+impl DashboardFeed {
+    /// A feed (not started) and the receiver the web layer reads.
+    pub fn new(
+        manager: Addr<ConnectionManager>,
+        router: Arc<Router>,
+        events: broadcast::Receiver<Event>,
+    ) -> (Self, watch::Receiver<Arc<Feed>>) {
+        let (tx, rx) = watch::channel(Arc::new(Feed::default()));
+        let feed = Self {
+            manager,
+            router,
+            events: Some(events),
+            tx,
+            open: HashMap::new(),
+            closed: VecDeque::with_capacity(MAX_CONNECTIONS),
+            recent_events: VecDeque::with_capacity(MAX_EVENTS),
+            totals: Totals::default(),
+            interfaces: Vec::new(),
+            started: Instant::now(),
+            version: 0,
+        };
+        (feed, rx)
+    }
+
+    fn publish(&mut self) {
+        self.drain_events();
+        self.version += 1;
+        let now = Instant::now();
+        let mut connections: Vec<ConnectionDto> = self
+            .open
+            .values()
+            .map(|(c, since)| ConnectionDto {
+                duration_ms: now.duration_since(*since).as_millis() as u64,
+                ..c.clone()
+            })
+            .collect();
+        connections.sort_by(|a, b| b.id.cmp(&a.id));
+        connections.extend(self.closed.iter().rev().cloned());
+        connections.truncate(MAX_CONNECTIONS);
+        let mut totals = self.totals.clone();
+        totals.connections_open = self.open.len() as u64;
+        totals.plugin_errors = self.router.plugin_errors();
+        totals.bytes_up = self.interfaces.iter().map(|i| i.bytes_up).sum();
+        totals.bytes_down = self.interfaces.iter().map(|i| i.bytes_down).sum();
+        let feed = Feed {
+            version: self.version,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            interfaces: self.interfaces.clone(),
+            strategy: self.strategy(),
+            totals,
+            connections,
+            events: self.recent_events.iter().rev().cloned().collect(),
+        };
+        self.tx.send_replace(Arc::new(feed));
+    }
+
+    fn strategy(&self) -> StrategyDto {
+        StrategyDto {
+            active: self.router.selected(),
+            available: self
+                .router
+                .available()
+                .into_iter()
+                .map(|s| StrategyInfo {
+                    name: s.name,
+                    description: s.description,
+                    source: s.source,
+                })
+                .collect(),
+            fallback_active: self.router.is_fallback(),
+            last_error: self
+                .recent_events
+                .iter()
+                .rev()
+                .find(|e| e.kind == "plugin_error" || e.kind == "fallback")
+                .map(|e| e.message.clone()),
+        }
+    }
+
+    fn drain_events(&mut self) {
+        let Some(rx) = self.events.as_mut() else {
+            return;
+        };
+        loop {
+            match rx.try_recv() {
+                Ok(e) => {
+                    if self.recent_events.len() == MAX_EVENTS {
+                        self.recent_events.pop_front();
+                    }
+                    if e.kind == crate::events::EventKind::Failover {
+                        self.totals.failovers += 1;
+                    }
+                    self.recent_events.push_back(EventDto {
+                        unix_ms: e.unix_ms,
+                        kind: e.kind.as_str().to_owned(),
+                        message: e.message,
+                        interface: e.interface,
+                    });
+                }
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    tracing::debug!(lost = n, "Dashboard feed fell behind on events.");
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        let manager = self.manager.clone();
+        let gather = async move {
+            let Ok(views) = manager.send(GetInterfaces).await else {
+                return Vec::new();
+            };
+            let mut out = Vec::with_capacity(views.len());
+            for v in views {
+                let history = v.actor.send(GetLatencyHistory).await.unwrap_or_default();
+                out.push(interface_dto(&v, &history));
+            }
+            out
+        };
+        ctx.spawn(gather.into_actor(self).map(|interfaces, act, _| {
+            act.interfaces = interfaces;
+            act.publish();
+        }));
+    }
+}
+
+fn interface_dto(v: &InterfaceView, history: &[(Duration, u32)]) -> InterfaceDto {
+    let s = &v.stats;
+    let attempts = s.successes + s.failures;
+    InterfaceDto {
+        id: v.id,
+        name: v.name.clone(),
+        kind: v.kind.as_str().to_owned(),
+        health: match v.health {
+            Health::Up => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+        }
+        .to_owned(),
+        link_up: v.link_up,
+        addrs: v.addrs.iter().map(ToString::to_string).collect(),
+        weight: v.weight,
+        metered: v.metered,
+        latency_ms: v.latency_ewma_us.map(|us| f64::from(us) / 1000.0),
+        jitter_ms: f64::from(v.jitter_us) / 1000.0,
+        latency_history: history
+            .iter()
+            .map(|(age, us)| LatencyPoint {
+                age_ms: age.as_millis() as u64,
+                ms: f64::from(*us) / 1000.0,
+            })
+            .collect(),
+        successes: s.successes,
+        failures: s.failures,
+        success_rate: (attempts > 0).then(|| s.successes as f64 / attempts as f64),
+        active: s.active,
+        bytes_up: v.live.bytes_up.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_down: v.live.bytes_down.load(std::sync::atomic::Ordering::Relaxed),
+        up_bps: s.up_bps,
+        down_bps: s.down_bps,
+        connect_timeout_ms: v.connect_timeout.as_millis() as u64,
+        ejections: s.ejections,
+    }
+}
+
+impl Actor for DashboardFeed {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.refresh(ctx);
+        ctx.run_interval(PUBLISH_EVERY, |act, ctx| act.refresh(ctx));
+    }
+}
+
+impl Handler<ConnEvent> for DashboardFeed {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConnEvent, _ctx: &mut Self::Context) {
+        match msg {
+            ConnEvent::Opened {
+                id,
+                client,
+                destination,
+                interface,
+                strategy,
+                reason,
+                retries,
+                error,
+            } => {
+                self.totals.connections_total += 1;
+                let failed = error.is_some();
+                let dto = ConnectionDto {
+                    id,
+                    client,
+                    destination,
+                    interface,
+                    strategy,
+                    reason,
+                    state: if failed { "failed" } else { "open" }.to_owned(),
+                    error,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    started_unix_ms: unix_ms(),
+                    duration_ms: 0,
+                    retries,
+                };
+                if failed {
+                    self.totals.failed += 1;
+                    self.push_closed(dto);
+                } else {
+                    self.open.insert(id, (dto, Instant::now()));
+                }
+            }
+            ConnEvent::Closed {
+                id,
+                bytes_up,
+                bytes_down,
+            } => {
+                if let Some((mut dto, since)) = self.open.remove(&id) {
+                    dto.state = "closed".to_owned();
+                    dto.bytes_up = bytes_up;
+                    dto.bytes_down = bytes_down;
+                    dto.duration_ms = since.elapsed().as_millis() as u64;
+                    self.push_closed(dto);
+                }
+            }
+        }
+    }
+}
+
+impl DashboardFeed {
+    fn push_closed(&mut self, dto: ConnectionDto) {
+        if self.closed.len() == MAX_CONNECTIONS {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(dto);
+    }
+}
+
+/// The dashboard's handle for switching strategies.
+pub struct RouterControl(pub Arc<Router>);
+
+impl netmix_web::Control for RouterControl {
+    fn set_strategy(&self, name: &str) -> Result<(), String> {
+        self.0.select(name)
+    }
+}

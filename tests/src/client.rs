@@ -134,3 +134,61 @@ pub async fn iface_json(lab: &Lab, name: &str) -> Option<serde_json::Value> {
     let list = api(lab, DASHBOARD, "/api/interfaces").await;
     list.as_array()?.iter().find(|i| i["name"] == name).cloned()
 }
+
+/// One connection of a [`steady_stream`].
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// When the client started it.
+    pub at: std::time::Instant,
+    /// How long until the answer arrived (or the failure).
+    pub took: Duration,
+    /// The SOCKS reply code (0 = succeeded); 0xFF when the proxy could not be reached.
+    pub code: u8,
+    /// The lab link that carried it.
+    pub link: Option<usize>,
+}
+
+/// Opens who-am-I connections through netmix one after another, `gap` apart, for `length`
+/// (bounded: at most `length / gap` connections), and records each.
+pub async fn steady_stream(
+    lab: &Lab,
+    socks: SocketAddr,
+    length: Duration,
+    gap: Duration,
+) -> Vec<Sample> {
+    let end = std::time::Instant::now() + length;
+    let mut samples = Vec::new();
+    while std::time::Instant::now() < end {
+        let at = std::time::Instant::now();
+        let target = Target::Ip(SocketAddr::new(TARGET.into(), WHOAMI_PORT));
+        let result = async {
+            let stream = lab
+                .try_connect_client(socks, Duration::from_secs(2))
+                .await?;
+            let mut reply = socks5_connect(stream, target, None).await?;
+            let mut seen = String::new();
+            if reply.code == 0 {
+                reply.stream.read_to_string(&mut seen).await?;
+            }
+            Ok::<_, std::io::Error>((reply.code, seen))
+        };
+        let (code, link) = match tokio::time::timeout(Duration::from_secs(10), result).await {
+            Ok(Ok((code, seen))) => (
+                code,
+                seen.trim()
+                    .parse::<IpAddr>()
+                    .ok()
+                    .and_then(|ip| lab.link_for_source(ip)),
+            ),
+            _ => (0xFF, None),
+        };
+        samples.push(Sample {
+            at,
+            took: at.elapsed(),
+            code,
+            link,
+        });
+        tokio::time::sleep(gap.saturating_sub(at.elapsed())).await;
+    }
+    samples
+}

@@ -541,6 +541,15 @@ fn to_ffi(v: &InterfaceView, all_down: bool) -> api::InterfaceSnapshot {
         weight: v.weight,
         metered: v.metered,
         zerotier: ROption::RNone,
-        ext: api::ExtFields::default(),
+        ext: {
+            let mut ext = api::ExtFields::default();
+            // Facts added after plugin-api 0.1.0 travel as extension fields.
+            ext.set("peak_down_bps", v.stats.peak_down_bps.to_string());
+            ext.set(
+                "connect_timeout_ms",
+                v.connect_timeout.as_millis().to_string(),
+            );
+            ext
+        },
     }
 }

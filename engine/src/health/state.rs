@@ -16,7 +16,10 @@
 //!   takes the interface Down at once.
 //! - Down is an ejection with a growing back-off: `eject_base × 2^(ejections-1)`, capped at
 //!   `eject_max`, reset after a long healthy stretch. When it ends, the interface is Degraded
-//!   (on probation): traffic may try it again, protected by failover, and probes keep judging.
+//!   (on probation): traffic may try it again, protected by failover. With active probes
+//!   configured (`probing`) there is no probation: the interface stays Down until
+//!   `successes_to_up` good probes after the ejection bring it straight back Up, so a link
+//!   that is still black-holed costs clients nothing.
 //! - While the OS reports the link down it stays Down whatever the timers say.
 
 use std::time::Duration;
@@ -46,6 +49,10 @@ pub struct HealthPolicy {
     pub eject_base: Duration,
     /// Longest ejection.
     pub eject_max: Duration,
+    /// Active probes judge the interface: an ejected interface returns only after
+    /// `successes_to_up` good probes (no probation with real traffic). Without probes it
+    /// returns on probation when its ejection ends.
+    pub probing: bool,
 }
 
 impl Default for HealthPolicy {
@@ -56,6 +63,7 @@ impl Default for HealthPolicy {
             successes_to_up: 2,
             eject_base: Duration::from_secs(2),
             eject_max: Duration::from_secs(60),
+            probing: false,
         }
     }
 }
@@ -117,8 +125,12 @@ impl HealthState {
         self.fail_streak = 0;
         self.ok_streak = self.ok_streak.saturating_add(1);
         let from = self.state;
-        if self.state == Health::Degraded && self.ok_streak >= self.policy.successes_to_up {
+        let ejection_over = self.ejected_until.is_none_or(|until| now >= until);
+        let readmit = self.state == Health::Degraded
+            || (self.state == Health::Down && self.policy.probing && self.link_up && ejection_over);
+        if readmit && self.ok_streak >= self.policy.successes_to_up {
             self.state = Health::Up;
+            self.ejected_until = None;
             self.healthy_since = Some(now);
         }
         if self.state == Health::Up
@@ -186,6 +198,7 @@ impl HealthState {
     pub fn tick(&mut self, now: Instant) -> Option<Transition> {
         let from = self.state;
         if self.state == Health::Down
+            && !self.policy.probing
             && self.link_up
             && self.ejected_until.is_some_and(|until| now >= until)
         {
@@ -228,7 +241,36 @@ mod tests {
             successes_to_up: 2,
             eject_base: Duration::from_secs(2),
             eject_max: Duration::from_secs(16),
+            probing: false,
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_probes_an_ejected_link_returns_only_after_good_probes() {
+        let mut h = HealthState::new(HealthPolicy { probing: true, ..policy() }, true, Instant::now());
+        h.hard_failure(Instant::now());
+        // Probes keep failing through and after the ejection: no probation, still Down.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(h.tick(Instant::now()), None);
+        h.failure(Instant::now());
+        assert_eq!(h.state(), Health::Down);
+        // The blackhole ends: two good probes bring it straight back Up.
+        assert_eq!(h.success(Instant::now()), None);
+        assert_eq!(
+            h.success(Instant::now()),
+            Some(Transition { from: Health::Down, to: Health::Up })
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_probes_good_probes_during_the_ejection_wait_for_its_end() {
+        let mut h = HealthState::new(HealthPolicy { probing: true, ..policy() }, true, Instant::now());
+        h.hard_failure(Instant::now());
+        h.success(Instant::now());
+        h.success(Instant::now());
+        assert_eq!(h.state(), Health::Down, "still ejected");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(h.success(Instant::now()).map(|t| t.to), Some(Health::Up));
     }
 
     #[tokio::test(start_paused = true)]

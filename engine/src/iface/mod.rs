@@ -145,6 +145,7 @@ impl InterfaceParams {
                 successes_to_up: h.successes_to_up,
                 eject_base: Duration::from_millis(h.eject_base_ms),
                 eject_max: Duration::from_millis(h.eject_max_ms),
+                probing: !h.probe_targets.is_empty(),
             },
             history: Duration::from_secs(h.history_secs),
             connect_timeout: config.connect_timeout(),

@@ -72,6 +72,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             netmix::telemetry::init();
+            raise_fd_limit();
             match netmix::run_blocking(config, netmix::shutdown::signal) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -279,4 +280,21 @@ fn dechunk(mut body: &str) -> String {
         body = rest[n..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Every relayed connection needs two file descriptors: raise the soft limit to the hard one
+/// (commonly 1024 → 524288) so that thousands of connections do not hit EMFILE.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+            && soft < hard
+        {
+            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                Ok(()) => tracing::debug!(from = soft, to = hard, "Raised the open-files limit."),
+                Err(error) => tracing::warn!(%error, soft, "Cannot raise the open-files limit."),
+            }
+        }
+    }
 }

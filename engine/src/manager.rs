@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
@@ -22,6 +23,8 @@ pub struct GetInterfaces;
 pub struct ConnectionManager {
     views: BTreeMap<u32, Arc<InterfaceView>>,
     router: Arc<Router>,
+    last_publish: Instant,
+    publish_pending: bool,
 }
 
 impl ConnectionManager {
@@ -30,9 +33,20 @@ impl ConnectionManager {
         Self {
             views: BTreeMap::new(),
             router,
+            last_publish: Instant::now(),
+            publish_pending: false,
         }
     }
+
+    fn publish(&mut self) {
+        self.publish_pending = false;
+        self.last_publish = Instant::now();
+        self.router.publish(self.views.values().cloned().collect());
+    }
 }
+
+/// Counter-only changes are published at most this often.
+const PUBLISH_GAP: Duration = Duration::from_millis(5);
 
 impl Actor for ConnectionManager {
     type Context = Context<Self>;
@@ -41,14 +55,31 @@ impl Actor for ConnectionManager {
 impl Handler<InterfaceChanged> for ConnectionManager {
     type Result = ();
 
-    fn handle(&mut self, msg: InterfaceChanged, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: InterfaceChanged, ctx: &mut Self::Context) {
         let view = msg.0;
+        // Membership and health changes go out at once; counter updates (connections opening
+        // and closing, thousands a second under load) are folded into one publish per
+        // PUBLISH_GAP, so the router's snapshot is at most that stale.
+        let urgent = match self.views.get(&view.id) {
+            None => true,
+            Some(old) => {
+                view.retired
+                    || old.health != view.health
+                    || old.link_up != view.link_up
+                    || old.addrs != view.addrs
+            }
+        };
         if view.retired {
             self.views.remove(&view.id);
         } else {
             self.views.insert(view.id, view);
         }
-        self.router.publish(self.views.values().cloned().collect());
+        if urgent || self.last_publish.elapsed() >= PUBLISH_GAP {
+            self.publish();
+        } else if !self.publish_pending {
+            self.publish_pending = true;
+            ctx.run_later(PUBLISH_GAP, |act, _| act.publish());
+        }
     }
 }
 

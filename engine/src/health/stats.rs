@@ -8,6 +8,8 @@ use tokio::time::Instant;
 
 /// EWMA weight of a new latency sample.
 const LATENCY_ALPHA: f64 = 0.3;
+/// Per-sample decay of the peak-rate (capacity) estimate.
+const PEAK_DECAY: f64 = 0.995;
 /// EWMA weight of a new throughput sample (one per second).
 const THROUGHPUT_ALPHA: f64 = 0.5;
 
@@ -112,8 +114,10 @@ impl Throughput {
                 let down_bps = (bytes_down.saturating_sub(down)) as f64 * 8.0 / secs;
                 self.up_bps += THROUGHPUT_ALPHA * (up_bps - self.up_bps);
                 self.down_bps += THROUGHPUT_ALPHA * (down_bps - self.down_bps);
-                self.peak_up_bps = self.peak_up_bps.max(up_bps);
-                self.peak_down_bps = self.peak_down_bps.max(down_bps);
+                // The capacity estimate forgets slowly (half-life ≈ 2.3 min at one sample a
+                // second), so a link that got slower is not overrated for ever.
+                self.peak_up_bps = up_bps.max(self.peak_up_bps * PEAK_DECAY);
+                self.peak_down_bps = down_bps.max(self.peak_down_bps * PEAK_DECAY);
             }
         }
         self.last = Some((now, bytes_up, bytes_down));

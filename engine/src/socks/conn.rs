@@ -231,7 +231,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
 
     let Connected {
         iface,
-        stream: mut outbound,
+        stream: outbound,
         connect_time,
         failed,
     } = connected;
@@ -273,7 +273,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     iface.actor.do_send(ConnOpened);
     tracing::debug!(%peer, %target, iface = %iface.name, reason = %decision.reason, "Relaying.");
     let started = Instant::now();
-    let totals = relay(&mut client, &mut outbound, &iface.live, ctx.idle_timeout).await;
+    let totals = relay(&client, &outbound, &iface.live, ctx.idle_timeout).await;
     iface.actor.do_send(ConnClosed);
     if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
         r.attempts = failed

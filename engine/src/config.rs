@@ -34,7 +34,7 @@ pub const DEFAULT_RESCAN_INTERVAL_MS: u64 = 2_000;
 /// How long shutdown waits for open connections to finish.
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS: u64 = 5;
 /// The strategy used when the config names none.
-pub const DEFAULT_STRATEGY: &str = "round-robin";
+pub const DEFAULT_STRATEGY: &str = "capacity";
 /// Time between health probe rounds (when probe targets are configured).
 pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 5_000;
 /// One health probe's deadline.
@@ -63,8 +63,8 @@ pub struct Config {
     /// Interface discovery (hot-plug).
     #[serde(default)]
     pub discovery: DiscoveryConfig,
-    /// The routing strategy that picks an interface per connection, by name:
-    /// `round-robin` (built in, and the default) or the name of a loaded plugin.
+    /// The routing strategy that picks an interface per connection, by name: `capacity` (the
+    /// default plugin), `round-robin` (also built in: the fallback), or any loaded plugin.
     #[serde(default = "default_strategy")]
     pub strategy: String,
     /// Per-site stickiness: a connection to a host name (or address) that went out through an
@@ -91,6 +91,9 @@ pub struct Config {
     /// Write one JSON line per connection here (for training learned strategies). Default: off.
     #[serde(default)]
     pub connection_log: Option<PathBuf>,
+    /// The ZeroTier agent: reads networks, routes and peers from the local ZeroTier One service.
+    #[serde(default)]
+    pub zerotier: ZeroTierConfig,
     /// How long shutdown (SIGINT/SIGTERM) waits for open connections before it closes them.
     #[serde(default = "default_grace")]
     pub shutdown_grace_period_secs: u64,
@@ -299,6 +302,53 @@ impl Default for DashboardConfig {
     }
 }
 
+/// `[zerotier]`: the agent that asks the local ZeroTier One service (its REST API on
+/// 127.0.0.1) which networks are joined, their routes and status, and how its peers are
+/// reached. Without the service, netmix works as if ZeroTier did not exist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroTierConfig {
+    /// Ask the service at all. It only ever talks to 127.0.0.1, so it is on by default.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The service's home folder (holds `zerotier-one.port` and `authtoken.secret`). Default:
+    /// `$ZEROTIER_HOME`, else `/var/lib/zerotier-one` (Linux),
+    /// `/Library/Application Support/ZeroTier/One` (macOS), `%ProgramData%\ZeroTier\One`
+    /// (Windows).
+    #[serde(default)]
+    pub home: Option<PathBuf>,
+    /// The auth token itself, when the token files cannot be read (never logged). Default: read
+    /// `<home>/authtoken.secret`, then the per-user copies such as `~/.zeroTierOneAuthToken`.
+    #[serde(default)]
+    pub token: Option<Masked>,
+    /// How often networks, routes and peers are polled.
+    #[serde(default = "default_zerotier_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Let a network's default route (an exit node) carry traffic that is not for a ZeroTier
+    /// network. The network must also allow it (`allowDefault`). Default: off.
+    #[serde(default)]
+    pub allow_default_route: bool,
+}
+
+/// The default `zerotier.poll_interval_ms`.
+pub const DEFAULT_ZEROTIER_POLL_MS: u64 = 5_000;
+
+const fn default_zerotier_poll_ms() -> u64 {
+    DEFAULT_ZEROTIER_POLL_MS
+}
+
+impl Default for ZeroTierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            home: None,
+            token: None,
+            poll_interval_ms: DEFAULT_ZEROTIER_POLL_MS,
+            allow_default_route: false,
+        }
+    }
+}
+
 /// `[discovery]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +520,7 @@ impl Default for Config {
             failover: FailoverConfig::default(),
             dashboard: DashboardConfig::default(),
             connection_log: None,
+            zerotier: ZeroTierConfig::default(),
             shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
         }
     }
@@ -685,6 +736,12 @@ impl Config {
             };
             return Err(ConfigError::new(key, "must be at least 1"));
         }
+        if !(100..=3_600_000).contains(&self.zerotier.poll_interval_ms) {
+            return Err(ConfigError::new(
+                "zerotier.poll_interval_ms",
+                "must be between 100 and 3600000",
+            ));
+        }
         if !(1..=16).contains(&self.failover.max_attempts) {
             return Err(ConfigError::new(
                 "failover.max_attempts",
@@ -824,7 +881,7 @@ mod tests {
     fn empty_text_is_the_default() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c.socks.listen, DEFAULT_LISTEN);
-        assert_eq!(c.strategy, "round-robin");
+        assert_eq!(c.strategy, "capacity");
         assert!(c.socks.auth.is_none());
     }
 

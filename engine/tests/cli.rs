@@ -86,8 +86,8 @@ fn plugins_command_lists_the_built_plugins() {
     let out = netmix().arg("plugins").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("selected: round-robin"), "{text}");
-    for name in ["round-robin", "latency", "sticky"] {
+    assert!(text.contains("selected: capacity"), "{text}");
+    for name in ["capacity", "round-robin", "latency", "sticky"] {
         assert!(
             text.lines().any(|l| l.starts_with(name)),
             "{name} listed (build the plugins first: cargo build --workspace):\n{text}"

@@ -20,7 +20,7 @@ enum Fault {
 
 fn config(failover: bool) -> String {
     format!(
-        "[failover]\nenabled = {failover}\n\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 2000\n\n\
+        "strategy = \"round-robin\"\n[failover]\nenabled = {failover}\n\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 2000\n\n\
          [health]\nprobe_targets = [\"198.19.0.1:7\"]\nprobe_interval_ms = 500\nprobe_timeout_ms = 400\n\
          failures_to_down = 2\nsuccesses_to_up = 2\n"
     )
@@ -33,7 +33,12 @@ async fn run(fault: Fault, failover: bool) -> String {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let fault_at = Instant::now() + Duration::from_millis(1000);
     let (samples, marked) = tokio::join!(
-        steady_stream(&lab, engine.socks_addr(), Duration::from_secs(4), Duration::from_millis(20)),
+        steady_stream(
+            &lab,
+            engine.socks_addr(),
+            Duration::from_secs(4),
+            Duration::from_millis(20)
+        ),
         async {
             tokio::time::sleep_until(fault_at.into()).await;
             match fault {
@@ -41,7 +46,9 @@ async fn run(fault: Fault, failover: bool) -> String {
                 Fault::Blackhole => lab.blackhole(1, true),
             }
             loop {
-                let h = iface_json(&lab, "wan1").await.map(|i| i["health"].as_str().unwrap_or("").to_owned());
+                let h = iface_json(&lab, "wan1")
+                    .await
+                    .map(|i| i["health"].as_str().unwrap_or("").to_owned());
                 if h.as_deref() == Some("down") {
                     break Some(fault_at.elapsed());
                 }
@@ -69,7 +76,10 @@ async fn run(fault: Fault, failover: bool) -> String {
         if failover { "on" } else { "off" },
         after.len(),
         failed,
-        marked.map_or("not within 3 s".to_owned(), |d| format!("{} ms", d.as_millis())),
+        marked.map_or("not within 3 s".to_owned(), |d| format!(
+            "{} ms",
+            d.as_millis()
+        )),
         affected_until.map_or("none".to_owned(), |d| format!("{} ms", d.as_millis())),
         format!("{} ms", worst.as_millis()),
     )
@@ -77,8 +87,12 @@ async fn run(fault: Fault, failover: bool) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    println!("| fault     | failover | conns | failed | marked Down at | last affected conn at | slowest   |");
-    println!("|-----------|----------|-------|--------|----------------|-----------------------|-----------|");
+    println!(
+        "| fault     | failover | conns | failed | marked Down at | last affected conn at | slowest   |"
+    );
+    println!(
+        "|-----------|----------|-------|--------|----------------|-----------------------|-----------|"
+    );
     for fault in [Fault::LinkDown, Fault::Blackhole] {
         for failover in [true, false] {
             println!("{}", run(fault, failover).await);

@@ -14,7 +14,7 @@ const PROBE_MS: u64 = 300;
 /// Probing every 300 ms, quick ejection and readmission, strategy round-robin.
 fn config(extra: &str) -> String {
     format!(
-        "{extra}\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 1000\n\n\
+        "strategy = \"round-robin\"\n{extra}\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 1000\n\n\
          [health]\nprobe_targets = [\"198.19.0.1:7\"]\nprobe_interval_ms = {PROBE_MS}\nprobe_timeout_ms = 400\n\
          failures_to_down = 2\nsuccesses_to_up = 2\neject_base_ms = 1000\neject_max_ms = 4000\n"
     )
@@ -272,7 +272,7 @@ async fn without_failover_the_dead_link_costs_clients() {
     let lab = Lab::with_links(3);
     let _servers = lab.start_servers().await;
     // No probes, no failover: the only protection is discovery's rescan.
-    let cfg = "[failover]\nenabled = false\n\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 5000\n";
+    let cfg = "strategy = \"round-robin\"\n[failover]\nenabled = false\n\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 5000\n";
     let engine = spawn_engine(&lab, cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
     lab.set_link_down(1);

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// A config for the lab: the given interfaces, quick rescans, short timeouts.
 fn config(include: &str, extra: &str) -> String {
     format!(
-        "{extra}\n[interfaces]\ninclude = [{include}]\n\n[discovery]\nrescan_interval_ms = 300\n\n\
+        "strategy = \"round-robin\"\n{extra}\n[interfaces]\ninclude = [{include}]\n\n[discovery]\nrescan_interval_ms = 300\n\n\
          [timeouts]\nhandshake_ms = 1500\nconnect_ms = 1500\n"
     )
 }

@@ -206,6 +206,17 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
                 }];
                 log.log(r);
             }
+            if let Some(first) = decision.order.first() {
+                let failed = Observation {
+                    iface: first.id,
+                    stage: Stage::ConnectFailed,
+                    connect_us: 0,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    duration_us: 0,
+                };
+                Router::observe(&decision, &meta, failed);
+            }
             if let Some(feed) = &ctx.feed {
                 let why = error
                     .as_ref()

@@ -75,6 +75,8 @@ pub struct DashboardFeed {
     interfaces: Vec<InterfaceDto>,
     started: Instant,
     version: u64,
+    /// The ZeroTier agent's state, when the agent runs.
+    zerotier: Option<crate::zerotier::ZtHandle>,
 }
 
 impl DashboardFeed {
@@ -97,8 +99,15 @@ impl DashboardFeed {
             interfaces: Vec::new(),
             started: Instant::now(),
             version: 0,
+            zerotier: None,
         };
         (feed, rx)
+    }
+
+    /// Shows the ZeroTier agent's state (networks, routes, peers) in the feed.
+    pub fn with_zerotier(mut self, zerotier: Option<crate::zerotier::ZtHandle>) -> Self {
+        self.zerotier = zerotier;
+        self
     }
 
     fn publish(&mut self) {
@@ -113,7 +122,7 @@ impl DashboardFeed {
                 ..c.clone()
             })
             .collect();
-        connections.sort_by(|a, b| b.id.cmp(&a.id));
+        connections.sort_by_key(|c| std::cmp::Reverse(c.id));
         connections.extend(self.closed.iter().rev().cloned());
         connections.truncate(MAX_CONNECTIONS);
         let mut totals = self.totals.clone();
@@ -129,6 +138,7 @@ impl DashboardFeed {
             totals,
             connections,
             events: self.recent_events.iter().rev().cloned().collect(),
+            zerotier: self.zerotier.as_ref().map(|z| z.load().dto()),
         };
         self.tx.send_replace(Arc::new(feed));
     }

@@ -17,6 +17,8 @@
 //! - [`manager`]: the single holder of the interface set; publishes snapshots to the router.
 //! - [`router`]: per-connection choice from an immutable snapshot (never an actor round-trip).
 //! - [`socks`]: the SOCKS5 listener actor, the handshake, and the relay tasks.
+//! - [`zerotier`]: the ZeroTier agent (local ZeroTier One API → networks, routes, peers for
+//!   the router's snapshot and the dashboard).
 //!
 //! # Runtimes
 //!
@@ -38,6 +40,7 @@ pub mod router;
 pub mod shutdown;
 pub mod socks;
 pub mod telemetry;
+pub mod zerotier;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,6 +88,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let prober = HealthProber::new(&config.health, manager.clone()).start();
 
+    let zerotier_state = zerotier::ZtHandle::default();
+    let zerotier_agent = config.zerotier.enabled.then(|| {
+        zerotier::ZeroTierAgent::new(
+            config.zerotier.clone(),
+            router.clone(),
+            zerotier_state.clone(),
+        )
+        .start()
+    });
+
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let feed = if config.dashboard.enabled {
@@ -94,6 +107,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 manager.clone(),
                 router.clone(),
                 early_events,
+                config.zerotier.enabled.then(|| zerotier_state.clone()),
                 &token,
                 &tracker,
             )
@@ -140,7 +154,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             "Grace period over; closing open connections."
         );
     }
-    drop((listener_actor, discovery, manager, prober, feed));
+    drop((
+        listener_actor,
+        discovery,
+        manager,
+        prober,
+        feed,
+        zerotier_agent,
+    ));
     tracing::info!("Stopped.");
     Ok(())
 }
@@ -152,6 +173,7 @@ async fn start_dashboard(
     manager: Addr<ConnectionManager>,
     router: Arc<Router>,
     events: tokio::sync::broadcast::Receiver<events::Event>,
+    zerotier: Option<zerotier::ZtHandle>,
     token: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<Addr<DashboardFeed>> {
@@ -182,7 +204,7 @@ async fn start_dashboard(
         tracing::warn!(listen = %local, "The dashboard listens beyond loopback; anyone who can reach it sees your connections.");
     }
     let (feed, rx) = DashboardFeed::new(manager, router.clone(), events);
-    let feed = feed.start();
+    let feed = feed.with_zerotier(zerotier).start();
     let ctx = netmix_web::WebContext {
         feed: rx,
         control: Arc::new(RouterControl(router)),

@@ -32,7 +32,9 @@
 //! - [`servers`]: the target servers in the internet namespace;
 //! - [`engine`]: starting and stopping the `netmix` binary inside the client namespace;
 //! - [`socks`]: a tiny raw SOCKS5 client for exact protocol assertions;
-//! - [`client`]: who-am-I through netmix, per-link counting.
+//! - [`client`]: who-am-I through netmix, per-link counting;
+//! - [`zerotier_standin`]: a stand-in ZeroTier One API and a "ZeroTier site" namespace.
+//! - [`web`]: raw HTTP, WebSocket and `/metrics` checks against the real dashboard.
 #![forbid(unsafe_code)]
 
 pub mod client;
@@ -41,6 +43,8 @@ pub mod lab;
 pub mod ns;
 pub mod servers;
 pub mod socks;
+pub mod web;
+pub mod zerotier_standin;
 
 use std::time::Duration;
 
@@ -52,6 +56,7 @@ pub use servers::{
     ECHO_PORT, HTTP_PORT, REFUSED_PORT, SILENT_PORT, Servers, WHOAMI_PORT, bytes_body,
 };
 pub use socks::{Reply, Target, socks5_connect};
+pub use zerotier_standin::{StandIn, ZtSite, network_json, peer_json};
 
 /// How long [`assert_eventually!`] waits: `$NETMIX_TEST_PATIENCE_MS`, default 10 000 ms.
 pub fn patience() -> Duration {

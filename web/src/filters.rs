@@ -64,6 +64,8 @@ fn api(ctx: WebContext, stop: Stop) -> BoxedFilter<(Response,)> {
         .unify()
         .or(interfaces(ctx.clone()))
         .unify()
+        .or(zerotier(ctx.clone()))
+        .unify()
         .or(connections(ctx.clone()))
         .unify()
         .or(events(ctx.clone()))
@@ -111,6 +113,16 @@ pub(crate) fn interfaces(
         .and(warp::get())
         .and(with_ctx(ctx))
         .map(handlers::interfaces)
+}
+
+/// GET /api/zerotier
+pub(crate) fn zerotier(
+    ctx: WebContext,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("api" / "zerotier")
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .map(handlers::zerotier)
 }
 
 /// GET /api/connections?limit=N

@@ -84,6 +84,11 @@ pub(crate) fn interfaces(ctx: WebContext) -> Response {
     json(&ctx.snapshot().interfaces)
 }
 
+/// GET /api/zerotier: the ZeroTier service, networks and peers (`null` when the agent is off).
+pub(crate) fn zerotier(ctx: WebContext) -> Response {
+    json(&ctx.snapshot().zerotier)
+}
+
 /// GET /api/connections?limit=N
 pub(crate) fn connections(query: LimitQuery, ctx: WebContext) -> Response {
     let feed = ctx.snapshot();

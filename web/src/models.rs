@@ -170,6 +170,79 @@ pub struct Feed {
     pub connections: Vec<ConnectionDto>,
     /// Recent events, newest first, at most [`MAX_EVENTS`].
     pub events: Vec<EventDto>,
+    /// The local ZeroTier One service, its networks and peers; `None` when the ZeroTier agent
+    /// is disabled. (Absent in feeds from engines without it.)
+    #[serde(default)]
+    pub zerotier: Option<ZeroTierDto>,
+}
+
+/// The local ZeroTier One service as netmix's ZeroTier agent sees it (`GET /api/zerotier`).
+/// Never carries the service's auth token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ZeroTierDto {
+    /// `ok`, `unreachable`, `unauthorized`, `no_token`, `bad_answer` or `starting`.
+    pub service: String,
+    /// What is wrong with the service, for a human; `None` when `service` is `ok`.
+    pub error: Option<String>,
+    /// The API port in use (from `zerotier-one.port`, else 9993).
+    pub port: Option<u16>,
+    /// This node's 10-hex address.
+    pub address: String,
+    /// The service's version (`"1.14.1"`).
+    pub version: String,
+    /// At least one ZeroTier root is reachable.
+    pub online: bool,
+    /// Traffic is tunnelled over TCP through ZeroTier's relay (slow).
+    pub tcp_fallback: bool,
+    /// Joined networks.
+    pub networks: Vec<ZtNetworkDto>,
+    /// Known peers.
+    pub peers: Vec<ZtPeerDto>,
+}
+
+/// One joined ZeroTier network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ZtNetworkDto {
+    /// 16-hex network id.
+    pub id: String,
+    /// Name from the controller (empty until configured).
+    pub name: String,
+    /// `OK`, `REQUESTING_CONFIGURATION`, `ACCESS_DENIED`, ...
+    pub status: String,
+    /// The OS interface carrying it (`ztnnhrtimp`).
+    pub device: String,
+    /// This node's addresses on it (`10.147.20.190/24`).
+    pub assigned: Vec<String>,
+    /// Managed routes, with whether netmix routes through them.
+    pub routes: Vec<ZtRouteDto>,
+}
+
+/// One managed route of a ZeroTier network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ZtRouteDto {
+    /// Destination network (`10.147.20.0/24`).
+    pub target: String,
+    /// Gateway; `None` on-link.
+    pub via: Option<String>,
+    /// netmix sends matching destinations through the network's interface.
+    pub usable: bool,
+    /// Why not, when not usable.
+    pub note: Option<String>,
+}
+
+/// One ZeroTier peer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ZtPeerDto {
+    /// 10-hex address.
+    pub address: String,
+    /// `LEAF`, `MOON` or `PLANET`.
+    pub role: String,
+    /// Latency in milliseconds; `None` when the service does not know it (-1).
+    pub latency_ms: Option<u32>,
+    /// `direct` or `relayed`.
+    pub path: String,
+    /// The peer's version (`"-1.-1.-1"` when unknown).
+    pub version: String,
 }
 
 /// The most connections a [`Feed`] carries.

@@ -117,6 +117,7 @@ fn encode(feed: &Arc<Feed>, max_connections: Option<usize>) -> serde_json::Resul
                 totals: feed.totals.clone(),
                 connections: feed.connections[..n].to_vec(),
                 events: feed.events.clone(),
+                zerotier: feed.zerotier.clone(),
             };
             serde_json::to_string(&trimmed)
         }

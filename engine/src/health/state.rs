@@ -247,7 +247,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn with_probes_an_ejected_link_returns_only_after_good_probes() {
-        let mut h = HealthState::new(HealthPolicy { probing: true, ..policy() }, true, Instant::now());
+        let mut h = HealthState::new(
+            HealthPolicy {
+                probing: true,
+                ..policy()
+            },
+            true,
+            Instant::now(),
+        );
         h.hard_failure(Instant::now());
         // Probes keep failing through and after the ejection: no probation, still Down.
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -258,13 +265,23 @@ mod tests {
         assert_eq!(h.success(Instant::now()), None);
         assert_eq!(
             h.success(Instant::now()),
-            Some(Transition { from: Health::Down, to: Health::Up })
+            Some(Transition {
+                from: Health::Down,
+                to: Health::Up
+            })
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn with_probes_good_probes_during_the_ejection_wait_for_its_end() {
-        let mut h = HealthState::new(HealthPolicy { probing: true, ..policy() }, true, Instant::now());
+        let mut h = HealthState::new(
+            HealthPolicy {
+                probing: true,
+                ..policy()
+            },
+            true,
+            Instant::now(),
+        );
         h.hard_failure(Instant::now());
         h.success(Instant::now());
         h.success(Instant::now());

@@ -249,7 +249,12 @@ pub struct InterfaceActor {
     throughput: Throughput,
     manager: Recipient<InterfaceChanged>,
     events: Events,
+    last_publish: Instant,
+    publish_pending: bool,
 }
+
+/// Counter-only changes are published at most this often.
+const PUBLISH_GAP: Duration = Duration::from_millis(5);
 
 impl InterfaceActor {
     /// Starts the actor for a newly discovered interface.
@@ -292,11 +297,26 @@ impl InterfaceActor {
                 throughput: Throughput::default(),
                 manager,
                 events,
+                last_publish: now,
+                publish_pending: false,
             }
         })
     }
 
+    /// Publishes counter changes at most every [`PUBLISH_GAP`] (thousands of connections a
+    /// second must not mean thousands of snapshots); health and link changes go at once.
+    fn publish_soon(&mut self, ctx: &mut Context<Self>) {
+        if self.last_publish.elapsed() >= PUBLISH_GAP {
+            self.publish();
+        } else if !self.publish_pending {
+            self.publish_pending = true;
+            ctx.run_later(PUBLISH_GAP, |act, _| act.publish());
+        }
+    }
+
     fn publish(&mut self) {
+        self.publish_pending = false;
+        self.last_publish = Instant::now();
         self.view.health = self.health.state();
         self.view.stats.ejections = self.health.ejections();
         self.view.latency_ewma_us = self.latency.ewma_us();
@@ -434,7 +454,7 @@ impl Handler<Retire> for InterfaceActor {
 impl Handler<Observed> for InterfaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Observed, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
         let now = Instant::now();
         let transition = match msg.outcome {
             Outcome::Connected(rtt) => {
@@ -458,16 +478,20 @@ impl Handler<Observed> for InterfaceActor {
             (Source::Connection, _) => "connection failed",
         };
         self.log_transition(transition, why);
-        self.publish();
+        if transition.is_some() {
+            self.publish();
+        } else {
+            self.publish_soon(ctx);
+        }
     }
 }
 
 impl Handler<ConnOpened> for InterfaceActor {
     type Result = ();
 
-    fn handle(&mut self, _: ConnOpened, _ctx: &mut Self::Context) {
+    fn handle(&mut self, _: ConnOpened, ctx: &mut Self::Context) {
         self.view.stats.active += 1;
-        self.publish();
+        self.publish_soon(ctx);
     }
 }
 
@@ -478,7 +502,7 @@ impl Handler<ConnClosed> for InterfaceActor {
         self.view.stats.active = self.view.stats.active.saturating_sub(1);
         self.view.stats.bytes_up = self.view.live.bytes_up.load(Ordering::Relaxed);
         self.view.stats.bytes_down = self.view.live.bytes_down.load(Ordering::Relaxed);
-        self.publish();
+        self.publish_soon(ctx);
         self.stop_if_drained(ctx);
     }
 }

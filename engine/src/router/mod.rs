@@ -65,15 +65,18 @@ pub struct Snapshot {
     pub interfaces: Vec<Arc<InterfaceView>>,
     /// The same interfaces in the plugin ABI's types.
     pub ffi: RVec<api::InterfaceSnapshot>,
+    /// Every interface the ConnectionManager published, unfiltered (to rebuild the snapshot
+    /// when only the ZeroTier facts change).
+    all: Vec<Arc<InterfaceView>>,
     /// The weighted round-robin sequence (indexes into `interfaces`).
     rr_sequence: Vec<usize>,
 }
 
 impl Snapshot {
-    fn build(all: Vec<Arc<InterfaceView>>) -> Self {
+    fn build(all: Vec<Arc<InterfaceView>>, zerotier: &ZeroTierFacts) -> Self {
         let any_usable = all.iter().any(|v| v.is_usable());
         let interfaces: Vec<_> = all
-            .into_iter()
+            .iter()
             .filter(|v| {
                 if any_usable {
                     v.is_usable()
@@ -81,13 +84,18 @@ impl Snapshot {
                     v.is_present()
                 }
             })
+            .cloned()
             .collect();
         let weights: Vec<u32> = interfaces.iter().map(|v| v.weight).collect();
-        let ffi = interfaces.iter().map(|v| to_ffi(v, !any_usable)).collect();
+        let ffi = interfaces
+            .iter()
+            .map(|v| to_ffi(v, !any_usable, zerotier.get(&v.name)))
+            .collect();
         Self {
             rr_sequence: round_robin::smooth_sequence(&weights),
             ffi,
             interfaces,
+            all,
         }
     }
 
@@ -125,9 +133,19 @@ pub struct StrategyInfo {
     pub source: String,
 }
 
+/// ZeroTier facts by OS interface name (the network's `portDeviceName`), as the
+/// [`ZeroTierAgent`](crate::zerotier::ZeroTierAgent) publishes them: only routes that pass
+/// README §A4's checks, none at all for a network whose status is not OK.
+pub type ZeroTierFacts = HashMap<String, api::ZeroTierInfo>;
+
 /// Picks the interfaces for each connection from the latest snapshot.
 pub struct Router {
     snapshot: ArcSwap<Snapshot>,
+    /// The latest ZeroTier facts, merged into every snapshot.
+    zerotier: ArcSwap<ZeroTierFacts>,
+    /// Serialises snapshot rebuilds (interface changes and ZeroTier changes come from two
+    /// actors), so neither overwrites the other's newer data.
+    rebuild: Mutex<()>,
     round_robin: RoundRobin,
     /// `None`: the built-in round-robin is active (selected, or standing in).
     active: ArcSwap<Option<Arc<ActiveStrategy>>>,
@@ -162,6 +180,8 @@ impl Router {
     pub fn new(events: Events) -> Self {
         Self {
             snapshot: ArcSwap::default(),
+            zerotier: ArcSwap::default(),
+            rebuild: Mutex::new(()),
             round_robin: RoundRobin::default(),
             active: ArcSwap::from_pointee(None),
             selected: ArcSwap::from_pointee(BUILTIN.to_owned()),
@@ -339,7 +359,22 @@ impl Router {
 
     /// Replaces the snapshot (called by the ConnectionManager on every change).
     pub fn publish(&self, interfaces: Vec<Arc<InterfaceView>>) {
-        self.snapshot.store(Arc::new(Snapshot::build(interfaces)));
+        let _guard = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        let zerotier = self.zerotier.load();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(interfaces, &zerotier)));
+    }
+
+    /// Replaces the ZeroTier facts (called by the ZeroTier agent when they change) and
+    /// rebuilds the snapshot at once, so a network that leaves status OK loses its routes for
+    /// the very next connection.
+    pub fn set_zerotier(&self, facts: ZeroTierFacts) {
+        let _guard = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        self.zerotier.store(Arc::new(facts));
+        let all = self.snapshot.load().all.clone();
+        let zerotier = self.zerotier.load();
+        self.snapshot
+            .store(Arc::new(Snapshot::build(all, &zerotier)));
     }
 
     /// The current snapshot.
@@ -386,9 +421,12 @@ impl Router {
                         .iter()
                         .filter_map(|id| snapshot.by_id(*id).cloned())
                         .collect();
-                    // Whatever the plugin left out still serves as a last-resort fallback.
+                    // Whatever the plugin left out still serves as a last-resort fallback,
+                    // except ZeroTier interfaces: they reach only their networks' routes, so
+                    // they carry a connection only when the strategy names them (a ZeroTier
+                    // subnet, or an allowed exit node), never as an implicit fallback.
                     for v in &snapshot.interfaces {
-                        if !ids.contains(&v.id) {
+                        if !ids.contains(&v.id) && v.kind != InterfaceKind::ZeroTier {
                             order.push(v.clone());
                         }
                     }
@@ -508,7 +546,11 @@ fn conn_to_ffi(conn: &ConnMeta) -> api::ConnMeta {
     }
 }
 
-fn to_ffi(v: &InterfaceView, all_down: bool) -> api::InterfaceSnapshot {
+fn to_ffi(
+    v: &InterfaceView,
+    all_down: bool,
+    zerotier: Option<&api::ZeroTierInfo>,
+) -> api::InterfaceSnapshot {
     let state = match v.health {
         // When every interface is Down they are offered anyway, as Degraded.
         Health::Down if all_down => api::LinkState::Degraded,
@@ -540,7 +582,8 @@ fn to_ffi(v: &InterfaceView, all_down: bool) -> api::InterfaceSnapshot {
         throughput_down_bps: v.stats.down_bps,
         weight: v.weight,
         metered: v.metered,
-        zerotier: ROption::RNone,
+        // Only for an interface a joined network names as its device.
+        zerotier: zerotier.cloned().map_or(ROption::RNone, ROption::RSome),
         ext: {
             let mut ext = api::ExtFields::default();
             // Facts added after plugin-api 0.1.0 travel as extension fields.

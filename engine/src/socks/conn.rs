@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use actix::Recipient;
 use ipnet::IpNet;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
@@ -111,7 +112,7 @@ impl ServeContext {
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContext>) {
     let _ = client.set_nodelay(true);
     let creds = ctx.users.as_ref().map(|u| u as &dyn Credentials);
-    let target = match timeout(
+    let request = match timeout(
         ctx.handshake_timeout,
         handshake::negotiate(&mut client, creds),
     )
@@ -128,8 +129,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
             tracing::debug!(%peer, %error, "Handshake refused.");
             return;
         }
-        Ok(Ok(target)) => target,
+        Ok(Ok(request)) => request,
     };
+    let handshake::Request { target, early_data } = request;
 
     let (host, addrs) = match resolve(&target, ctx.connect_timeout).await {
         Ok(found) => found,
@@ -242,7 +244,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
 
     let Connected {
         iface,
-        stream: outbound,
+        stream: mut outbound,
         connect_time,
         failed,
     } = connected;
@@ -279,6 +281,11 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         .await
         .is_err()
     {
+        return;
+    }
+    if !early_data.is_empty() && outbound.write_all(&early_data).await.is_err() {
+        iface.actor.do_send(ConnOpened);
+        iface.actor.do_send(ConnClosed);
         return;
     }
     iface.actor.do_send(ConnOpened);

@@ -1,7 +1,8 @@
 //! SOCKS5 server handshake (RFC 1928) with username/password authentication (RFC 1929).
 //!
-//! Reads exactly the bytes each message needs and never more, so data a client pipelines right
-//! after its request stays in the socket for the relay. Every failure maps to the reply code
+//! Reads whatever the client has sent (usually one read per message, one for a client that
+//! pipelines everything) and hands back the bytes that followed the request, so data a client
+//! pipelines right after its request reaches the destination first. Every failure maps to the reply code
 //! the client should get ([`HandshakeError::reply`]).
 
 use std::fmt;
@@ -115,8 +116,20 @@ impl HandshakeError {
     }
 }
 
-/// Runs method negotiation, authentication and reads the request. On success the client is
-/// waiting for the reply to a CONNECT to the returned target.
+/// What the handshake yields: the target, and any bytes the client sent after its request
+/// (pipelined data, to be forwarded first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Where the client wants to go.
+    pub target: TargetAddr,
+    /// Bytes received after the request, in order.
+    pub early_data: Vec<u8>,
+}
+
+/// Runs method negotiation, authentication and reads the request, reading whatever the client
+/// has sent in as few reads as possible; bytes beyond the request come back in
+/// [`Request::early_data`], so nothing pipelined is lost. On success the client is waiting
+/// for the reply to a CONNECT to the returned target.
 ///
 /// # Errors
 /// [`HandshakeError`]; the method-rejection and auth-failure answers have already been sent,
@@ -124,18 +137,21 @@ impl HandshakeError {
 pub async fn negotiate<S>(
     stream: &mut S,
     credentials: Option<&dyn Credentials>,
-) -> Result<TargetAddr, HandshakeError>
+) -> Result<Request, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut r = Reader {
+        buf: [0; READ_BUF],
+        start: 0,
+        end: 0,
+    };
     // Method selection: VER NMETHODS METHODS...
-    let [version, n] = read_array::<2, _>(stream).await?;
+    let [version, n] = r.array::<2, _>(stream).await?;
     if version != VERSION {
         return Err(HandshakeError::BadVersion(version));
     }
-    let mut methods = [0u8; 255];
-    let methods = &mut methods[..usize::from(n)];
-    stream.read_exact(methods).await?;
+    let methods = r.take(stream, usize::from(n)).await?;
     let wanted = if credentials.is_some() {
         METHOD_USERPASS
     } else {
@@ -148,18 +164,16 @@ where
     stream.write_all(&[VERSION, wanted]).await?;
 
     if let Some(credentials) = credentials {
-        let [auth_version, ulen] = read_array::<2, _>(stream).await?;
+        let [auth_version, ulen] = r.array::<2, _>(stream).await?;
         if auth_version != AUTH_VERSION {
             stream.write_all(&[AUTH_VERSION, 0x01]).await?;
             return Err(HandshakeError::AuthFailed);
         }
         let mut user = [0u8; 255];
         let user = &mut user[..usize::from(ulen)];
-        stream.read_exact(user).await?;
-        let [plen] = read_array::<1, _>(stream).await?;
-        let mut pass = [0u8; 255];
-        let pass = &mut pass[..usize::from(plen)];
-        stream.read_exact(pass).await?;
+        user.copy_from_slice(r.take(stream, usize::from(ulen)).await?);
+        let [plen] = r.array::<1, _>(stream).await?;
+        let pass = r.take(stream, usize::from(plen)).await?;
         if !credentials.check(user, pass) {
             stream.write_all(&[AUTH_VERSION, 0x01]).await?;
             return Err(HandshakeError::AuthFailed);
@@ -168,20 +182,20 @@ where
     }
 
     // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-    let [version, cmd, _rsv, atyp] = read_array::<4, _>(stream).await?;
+    let [version, cmd, _rsv, atyp] = r.array::<4, _>(stream).await?;
     if version != VERSION {
         return Err(HandshakeError::BadVersion(version));
     }
     let target = match atyp {
         ATYP_IPV4 => {
-            let [a, b, c, d, p0, p1] = read_array::<6, _>(stream).await?;
+            let [a, b, c, d, p0, p1] = r.array::<6, _>(stream).await?;
             TargetAddr::Ip(SocketAddr::new(
                 IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
                 u16::from_be_bytes([p0, p1]),
             ))
         }
         ATYP_IPV6 => {
-            let buf = read_array::<18, _>(stream).await?;
+            let buf = r.array::<18, _>(stream).await?;
             let mut octets = [0u8; 16];
             octets.copy_from_slice(&buf[..16]);
             TargetAddr::Ip(SocketAddr::new(
@@ -190,23 +204,68 @@ where
             ))
         }
         ATYP_DOMAIN => {
-            let [len] = read_array::<1, _>(stream).await?;
-            let mut name = [0u8; 255];
-            let name = &mut name[..usize::from(len)];
-            stream.read_exact(name).await?;
-            let port = u16::from_be_bytes(read_array::<2, _>(stream).await?);
-            let host = std::str::from_utf8(name).map_err(|_| HandshakeError::BadDomain)?;
+            let [len] = r.array::<1, _>(stream).await?;
+            let name = r.take(stream, usize::from(len)).await?.to_vec();
+            let port = u16::from_be_bytes(r.array::<2, _>(stream).await?);
+            let host = String::from_utf8(name).map_err(|_| HandshakeError::BadDomain)?;
             if host.is_empty() {
                 return Err(HandshakeError::BadDomain);
             }
-            TargetAddr::Domain(host.to_owned(), port)
+            TargetAddr::Domain(host, port)
         }
         other => return Err(HandshakeError::UnsupportedAddressType(other)),
     };
     if cmd != CMD_CONNECT {
         return Err(HandshakeError::UnsupportedCommand(cmd));
     }
-    Ok(target)
+    Ok(Request {
+        target,
+        early_data: r.buf[r.start..r.end].to_vec(),
+    })
+}
+
+/// Room for the longest handshake message (auth: 2 + 255 + 1 + 255 bytes) twice over.
+const READ_BUF: usize = 1024;
+
+/// Reads ahead into a fixed buffer and hands out exact-size pieces.
+struct Reader {
+    buf: [u8; READ_BUF],
+    start: usize,
+    end: usize,
+}
+
+impl Reader {
+    /// The next `n` bytes (n ≤ 513), reading more from `stream` only when needed.
+    async fn take<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        n: usize,
+    ) -> std::io::Result<&[u8]> {
+        while self.end - self.start < n {
+            if self.end == READ_BUF {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let k = stream.read(&mut self.buf[self.end..]).await?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            self.end += k;
+        }
+        let at = self.start;
+        self.start += n;
+        Ok(&self.buf[at..at + n])
+    }
+
+    async fn array<const N: usize, S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+    ) -> std::io::Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(stream, N).await?);
+        Ok(out)
+    }
 }
 
 /// Sends a reply with BND.ADDR/BND.PORT = `bound` (0.0.0.0:0 when there is none).
@@ -243,14 +302,6 @@ pub fn encode_reply(reply: Reply, bound: Option<SocketAddr>) -> ([u8; 22], usize
     (buf, at + 2)
 }
 
-async fn read_array<const N: usize, S: AsyncRead + Unpin>(
-    stream: &mut S,
-) -> std::io::Result<[u8; N]> {
-    let mut buf = [0u8; N];
-    stream.read_exact(&mut buf).await?;
-    Ok(buf)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +319,14 @@ mod tests {
         input: &[u8],
         creds: Option<&dyn Credentials>,
     ) -> (Result<TargetAddr, HandshakeError>, Vec<u8>) {
+        let (r, out) = run_full(input, creds).await;
+        (r.map(|req| req.target), out)
+    }
+
+    async fn run_full(
+        input: &[u8],
+        creds: Option<&dyn Credentials>,
+    ) -> (Result<Request, HandshakeError>, Vec<u8>) {
         let (mut client, mut server) = duplex(4096);
         client.write_all(input).await.unwrap();
         client.shutdown().await.unwrap();
@@ -305,16 +364,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pipelined_bytes_stay_unread() {
+    async fn pipelined_bytes_come_back_in_order() {
         let (mut client, mut server) = duplex(4096);
         client
             .write_all(&[5, 1, 0, 5, 1, 0, 1, 1, 2, 3, 4, 0, 7, b'G', b'E', b'T'])
             .await
             .unwrap();
-        negotiate(&mut server, None).await.unwrap();
-        let mut rest = [0u8; 3];
+        let req = negotiate(&mut server, None).await.unwrap();
+        assert_eq!(req.early_data, b"GET");
+        client.write_all(b" /").await.unwrap();
+        let mut rest = [0u8; 2];
         server.read_exact(&mut rest).await.unwrap();
-        assert_eq!(&rest, b"GET");
+        assert_eq!(&rest, b" /", "later bytes stay in the stream");
+    }
+
+    #[tokio::test]
+    async fn pipelined_auth_and_request() {
+        let mut all = vec![5, 1, 2, 1, 4];
+        all.extend_from_slice(b"user");
+        all.push(4);
+        all.extend_from_slice(b"pass");
+        all.extend_from_slice(&[5, 1, 0, 3, 4]);
+        all.extend_from_slice(b"host");
+        all.extend_from_slice(&[0, 80]);
+        all.extend_from_slice(b"payload");
+        let (r, out) = run_full(&all, Some(&One)).await;
+        let req = r.unwrap();
+        assert_eq!(req.target, TargetAddr::Domain("host".into(), 80));
+        assert_eq!(req.early_data, b"payload");
+        assert_eq!(out, [5, 2, 1, 0]);
     }
 
     #[tokio::test]

@@ -1,8 +1,8 @@
 //! The SocksListener actor: owns the listening socket and its accept loop.
 //!
-//! The loop runs as an actor future on the actix thread and hands every accepted client to a
-//! tokio task on the multi-thread runtime (`TaskTracker::spawn`), so relays never run on the
-//! actor thread. A semaphore caps concurrent clients: at the cap the loop stops accepting and
+//! The actor starts the loop as a task on the multi-thread runtime (never on the actor thread,
+//! where it would queue behind actor messages) and aborts it when stopped; every accepted
+//! client gets its own tokio task (`TaskTracker::spawn`). A semaphore caps concurrent clients: at the cap the loop stops accepting and
 //! new clients wait in the kernel backlog instead of being dropped.
 
 use std::sync::Arc;
@@ -24,6 +24,7 @@ pub struct SocksListener {
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
+    accept_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SocksListener {
@@ -41,6 +42,7 @@ impl SocksListener {
             limit: Arc::new(Semaphore::new(max_connections)),
             tracker,
             shutdown,
+            accept_task: None,
         }
     }
 }
@@ -59,7 +61,16 @@ impl Actor for SocksListener {
             self.tracker.clone(),
             self.shutdown.clone(),
         );
-        ctx.spawn(accept.into_actor(self).map(|(), _act, ctx| ctx.stop()));
+        // The loop runs on the multi-thread runtime, not on the actor thread, so that accepting
+        // never queues behind actor messages; the actor owns it and aborts it when stopped.
+        let _ = ctx;
+        self.accept_task = Some(tokio::spawn(accept));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(task) = self.accept_task.take() {
+            task.abort();
+        }
     }
 }
 

@@ -40,7 +40,10 @@ pub async fn relay(
     idle: Option<Duration>,
 ) -> Totals {
     let start = Instant::now();
-    let activity = Activity { start, last_ms: AtomicU64::new(0) };
+    let activity = Activity {
+        start,
+        last_ms: AtomicU64::new(0),
+    };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let both = async {
@@ -62,7 +65,10 @@ pub async fn relay(
             }
         }
     }
-    Totals { up: up.load(Ordering::Relaxed), down: down.load(Ordering::Relaxed) }
+    Totals {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+    }
 }
 
 /// When data last moved, for the idle deadline.
@@ -100,11 +106,15 @@ async fn pump(
     total: &AtomicU64,
     activity: &Activity,
 ) -> io::Result<()> {
-    let mut buf: Option<Box<[u8]>> = None;
+    // Capacity only, never zero-filled: `try_read_buf` writes into the spare capacity.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         src.readable().await?;
-        let b = buf.get_or_insert_with(|| vec![0u8; BUF_SIZE].into_boxed_slice());
-        match src.try_read(b) {
+        if buf.capacity() == 0 {
+            buf.reserve_exact(BUF_SIZE);
+        }
+        buf.clear();
+        match src.try_read_buf(&mut buf) {
             Ok(0) => {
                 // The peer finished sending: pass the half-close on. A peer that is already
                 // gone makes this fail, which is no error for the relay.
@@ -112,14 +122,14 @@ async fn pump(
                 return Ok(());
             }
             Ok(n) => {
-                write_all(dst, &b[..n]).await?;
+                write_all(dst, &buf[..n]).await?;
                 moved.fetch_add(n as u64, Ordering::Relaxed);
                 total.fetch_add(n as u64, Ordering::Relaxed);
                 activity.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Nothing more for now: an idle direction holds no buffer.
-                buf = None;
+                buf = Vec::new();
             }
             Err(e) => return Err(e),
         }
@@ -179,9 +189,10 @@ mod tests {
     async fn large_transfer_is_intact() {
         let (mut c_app, c_proxy) = pair().await;
         let (o_proxy, mut o_app) = pair().await;
-        let task = tokio::spawn(async move {
-            relay(&c_proxy, &o_proxy, &LiveCounters::default(), None).await
-        });
+        let task =
+            tokio::spawn(
+                async move { relay(&c_proxy, &o_proxy, &LiveCounters::default(), None).await },
+            );
         let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
@@ -197,18 +208,26 @@ mod tests {
         assert_eq!(task.await.unwrap().down, 5_000_000);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn idle_relay_is_closed() {
+        // Real sockets need the real clock (a paused clock would jump past their I/O).
         let (mut c_app, c_proxy) = pair().await;
         let (o_proxy, _o_app) = pair().await;
+        let idle = Duration::from_millis(300);
+        let started = std::time::Instant::now();
         let task = tokio::spawn(async move {
-            relay(&c_proxy, &o_proxy, &LiveCounters::default(), Some(Duration::from_secs(30)))
-                .await
+            relay(&c_proxy, &o_proxy, &LiveCounters::default(), Some(idle)).await
         });
         c_app.write_all(b"x").await.unwrap();
-        tokio::time::sleep(Duration::from_secs(29)).await;
-        assert!(!task.is_finished());
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert_eq!(task.await.unwrap().up, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        c_app.write_all(b"y").await.unwrap(); // activity pushes the deadline back
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!task.is_finished(), "not idle yet");
+        assert_eq!(task.await.unwrap().up, 2);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
     }
 }

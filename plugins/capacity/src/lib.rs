@@ -81,7 +81,7 @@ impl Capacity {
                 "unit_bytes must be at least 1",
             ));
         }
-        if !(config.degraded_penalty >= 1.0) {
+        if config.degraded_penalty.is_nan() || config.degraded_penalty < 1.0 {
             return Err(StrategyError::invalid_config(
                 "degraded_penalty must be at least 1",
             ));

@@ -183,6 +183,7 @@
     renderTotals(feed);
     renderStrategy(feed.strategy);
     renderInterfaces(feed.interfaces);
+    renderZeroTier(feed.zerotier);
     renderThroughput();
     renderConnections(feed);
     renderEvents(feed.events);
@@ -457,6 +458,36 @@
           if (!cls || cls === "reason") td.title = text;
           tr.append(td);
         }
+        return tr;
+      }),
+    );
+  }
+
+  // The ZeroTier agent's view: service health, networks with their routes, peers.
+  function renderZeroTier(zt) {
+    const panel = $("#zerotier");
+    panel.hidden = !zt;
+    if (!zt) return;
+    const health = zt.service === "ok"
+      ? "v" + zt.version + " · " + (zt.online ? "online" : "OFFLINE") + (zt.tcp_fallback ? " · TCP fallback (slow)" : "")
+      : zt.service + (zt.error ? ": " + zt.error : "");
+    $("#zerotier-service").textContent = health;
+    const cell = (text) => el("td", "", text);
+    $("#zerotier-networks").replaceChildren(
+      ...zt.networks.map((n) => {
+        const tr = el("tr");
+        const routes = n.routes
+          .map((r) => (r.usable ? "✓ " : "✗ ") + r.target + (r.via ? " via " + r.via : "") + (r.note ? " (" + r.note + ")" : ""))
+          .join("; ");
+        tr.append(cell(n.id), cell(n.name), cell(n.status), cell(n.device), cell(n.assigned.join(", ")), cell(routes));
+        return tr;
+      }),
+    );
+    $("#zerotier-peers").replaceChildren(
+      ...zt.peers.map((p) => {
+        const tr = el("tr");
+        tr.dataset.path = p.path;
+        tr.append(cell(p.address), cell(p.role), cell(p.latency_ms == null ? "?" : p.latency_ms + " ms"), cell(p.path), cell(p.version));
         return tr;
       }),
     );

@@ -232,5 +232,6 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
         strategy,
         connections,
         events,
+        zerotier: None,
     }
 }

@@ -1,0 +1,414 @@
+//! The performance suite (issue 8), netmix against the direct path in the same run. Needs root
+//! (it builds the network-namespace lab) and a release build:
+//!
+//! ```sh
+//! cargo build --release --workspace
+//! NETMIX_PROFILE=release cargo bench -p netmix-integration --bench perf [-- a b c d e]
+//! ```
+//!
+//! - (a) single-stream throughput: 1 GiB over an unshaped link;
+//! - (b) connection set-up rate: 2,000 short connections, 16 at a time;
+//! - (c) added latency per connection (connect + one echo round trip), p50 and p99;
+//! - (d) memory per idle relayed connection at 10,000 connections (netmix's RSS), and errors;
+//! - (e) aggregate goodput of 24 × 8 MiB downloads over 20/40/80 Mbit/s links, per strategy,
+//!   against the links' sum (nominal, and measured link by link in the same run).
+//!
+//! "Direct" is the same client opening the same connection itself, bound to the link. The
+//! client runs on a tokio runtime whose threads all live in the lab's client namespace; the
+//! servers run on their own runtime in the internet namespace; netmix is its own process.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use netmix_integration::{
+    ECHO_PORT, Engine, HTTP_PORT, Lab, LinkSpec, TARGET, Target, WHOAMI_PORT, socks5_connect,
+    spawn_engine,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+const TOKEN: &str = "perf-bench-token-0123456789abcdef";
+
+/// A client runtime whose threads are all inside `ns`.
+fn client_runtime(ns: &str) -> tokio::runtime::Runtime {
+    let path = format!("/var/run/netns/{ns}");
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            let f = std::fs::File::open(&path).expect("open netns");
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        })
+        .build()
+        .expect("client runtime")
+}
+
+/// Raises this process's open-files limit (10,000 relayed connections need 20,000 here).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// How a client reaches the target.
+#[derive(Clone, Copy)]
+enum Path {
+    /// Its own socket bound to lab link `k`.
+    Direct(usize, IpAddr),
+    /// Through netmix's SOCKS port.
+    Netmix(SocketAddr),
+}
+
+async fn open(path: Path, port: u16) -> io::Result<TcpStream> {
+    let dest = SocketAddr::new(TARGET.into(), port);
+    match path {
+        Path::Direct(k, source) => {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            sock.bind_device(Some(format!("wan{k}").as_bytes()))?;
+            sock.bind(&SocketAddr::new(source, 0).into())?;
+            sock.set_nonblocking(true)?;
+            sock.set_tcp_nodelay(true)?;
+            let s = tokio::net::TcpSocket::from_std_stream(sock.into());
+            s.connect(dest).await
+        }
+        Path::Netmix(socks) => {
+            let s = TcpStream::connect(socks).await?;
+            s.set_nodelay(true)?;
+            let r = socks5_connect(s, Target::Ip(dest), None).await?;
+            if r.code != 0 {
+                return Err(io::Error::other(format!("SOCKS reply {}", r.code)));
+            }
+            Ok(r.stream)
+        }
+    }
+}
+
+/// GET /bytes/n and read the body; returns the body size.
+async fn download(path: Path, n: u64) -> io::Result<u64> {
+    let mut s = open(path, HTTP_PORT).await?;
+    s.write_all(format!("GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let k = s.read(&mut buf).await?;
+        if k == 0 {
+            break;
+        }
+        total += k as u64;
+    }
+    Ok(total.saturating_sub(100)) // the response head is ~100 bytes
+}
+
+fn netmix_config(strategy: &str, include: &str, extra: &str) -> String {
+    format!(
+        "strategy = \"{strategy}\"\n{extra}\n[interfaces]\ninclude = [{include}]\n\n\
+         [timeouts]\nidle_secs = 0\n\n[socks]\nmax_connections = 20000\n"
+    )
+}
+
+fn pct(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    raise_fd_limit();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |x: &str| args.is_empty() || args.iter().any(|a| a == x);
+    println!(
+        "netmix performance suite — {}",
+        netmix_integration::netmix_bin().display()
+    );
+    if wants("a") || wants("b") || wants("c") || wants("d") {
+        unshaped(&wants);
+    }
+    if wants("e") {
+        aggregate();
+    }
+}
+
+/// (a)–(d) on one unshaped link.
+fn unshaped(wants: &dyn Fn(&str) -> bool) {
+    let lab = Lab::with_links(1);
+    let _servers = lab.start_servers_blocking();
+    let engine = spawn_engine(&lab, &netmix_config("round-robin", "\"wan0\"", ""));
+    let rt = client_runtime(lab.client_ns());
+    let direct = Path::Direct(0, lab.link(0).client_addr.into());
+    let via = Path::Netmix(engine.socks_addr());
+    let pid = engine.pid();
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(wants);
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            if a {
+                bench_a(direct, via).await;
+            }
+            if b {
+                bench_b(direct, via).await;
+            }
+            if c {
+                bench_c(direct, via).await;
+            }
+            if d {
+                bench_d(via, pid).await;
+            }
+        })
+        .await
+        .unwrap();
+    });
+    drop(engine);
+}
+
+async fn bench_a(direct: Path, via: Path) {
+    const N: u64 = 1 << 30;
+    let mut rates = [0.0; 2];
+    for (i, path) in [direct, via].into_iter().enumerate() {
+        let start = Instant::now();
+        let got = download(path, N).await.expect("download");
+        assert!(got >= N, "short download: {got}");
+        rates[i] = N as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9;
+    }
+    println!(
+        "(a) single stream, 1 GiB: direct {:.2} Gbit/s, netmix {:.2} Gbit/s, ratio {:.0}% (target ≥ 90%)",
+        rates[0],
+        rates[1],
+        rates[1] / rates[0] * 100.0
+    );
+}
+
+async fn bench_b(direct: Path, via: Path) {
+    // NETMIX_BENCH_CONNS makes it longer (for profiling); the figure to report uses 2,000.
+    let conns: usize = std::env::var("NETMIX_BENCH_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    const PARALLEL: usize = 16;
+    let mut rates = [0.0; 2];
+    for (i, path) in [direct, via].into_iter().enumerate() {
+        let gate = Arc::new(Semaphore::new(PARALLEL));
+        let errors = Arc::new(AtomicU64::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(conns);
+        for _ in 0..conns {
+            let permit = gate.clone().acquire_owned().await.unwrap();
+            let errors = errors.clone();
+            tasks.push(tokio::spawn(async move {
+                let ok = async {
+                    let mut s = open(path, WHOAMI_PORT).await?;
+                    let mut answer = Vec::new();
+                    s.read_to_end(&mut answer).await?;
+                    Ok::<_, io::Error>(!answer.is_empty())
+                }
+                .await;
+                if !matches!(ok, Ok(true)) {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(permit);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        rates[i] = conns as f64 / start.elapsed().as_secs_f64();
+        assert_eq!(errors.load(Ordering::Relaxed), 0, "connection errors");
+    }
+    println!(
+        "(b) set-up rate, {conns} conns, 16 at a time: direct {:.0}/s, netmix {:.0}/s, ratio {:.0}% (target ≥ 70%)",
+        rates[0],
+        rates[1],
+        rates[1] / rates[0] * 100.0
+    );
+}
+
+async fn bench_c(direct: Path, via: Path) {
+    const SAMPLES: usize = 1000;
+    let mut results = Vec::new();
+    for path in [direct, via] {
+        let mut ms = Vec::with_capacity(SAMPLES);
+        for _ in 0..SAMPLES {
+            let start = Instant::now();
+            let mut s = open(path, ECHO_PORT).await.expect("connect");
+            s.write_all(b"ping").await.unwrap();
+            let mut back = [0u8; 4];
+            s.read_exact(&mut back).await.unwrap();
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        results.push((pct(&mut ms, 0.5), pct(&mut ms, 0.99)));
+    }
+    println!(
+        "(c) connect + first echo: direct p50 {:.3} ms p99 {:.3} ms; netmix p50 {:.3} ms p99 {:.3} ms; \
+         added p50 {:.3} ms (target < 0.3 ms), p99 {:.3} ms",
+        results[0].0,
+        results[0].1,
+        results[1].0,
+        results[1].1,
+        results[1].0 - results[0].0,
+        results[1].1 - results[0].1
+    );
+}
+
+async fn bench_d(via: Path, pid: u32) {
+    const CONNS: usize = 10_000;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    let gate = Arc::new(Semaphore::new(64));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = async {
+                let mut s = open(via, ECHO_PORT).await?;
+                s.write_all(b"x").await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                Ok::<_, io::Error>(s)
+            }
+            .await;
+            drop(permit);
+            match r {
+                Ok(s) => Some(s),
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
+        }));
+    }
+    let mut held = Vec::with_capacity(CONNS);
+    for t in tasks {
+        if let Some(s) = t.await.unwrap() {
+            held.push(s);
+        }
+    }
+    let opened = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid);
+    let per = (after.saturating_sub(before)) as f64 / held.len().max(1) as f64;
+    println!(
+        "(d) {} idle relayed connections open ({} errors, opened in {:.1} s): netmix RSS {} → {} KiB, \
+         {:.1} KiB per connection (target ≤ 32 KiB)",
+        held.len(),
+        errors.load(Ordering::Relaxed),
+        opened.as_secs_f64(),
+        before,
+        after,
+        per
+    );
+    drop(held);
+}
+
+/// (e): 24 × 8 MiB over 20/40/80 Mbit/s, per strategy, one engine (capacities learned once).
+fn aggregate() {
+    const FILE: u64 = 8 << 20;
+    const FILES: usize = 24;
+    let rates = [20u32, 40, 80];
+    let lab = Lab::new(&rates.map(|r| LinkSpec::plain().rate(r)));
+    let _servers = lab.start_servers_blocking();
+    let token_file = std::env::temp_dir().join(format!("netmix-perf-token-{}", std::process::id()));
+    std::fs::write(&token_file, TOKEN).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let extra = format!("[dashboard]\ntoken_file = \"{}\"\n", token_file.display());
+    let engine = spawn_engine(&lab, &netmix_config("capacity", "\"wan*\"", &extra));
+    let rt = client_runtime(lab.client_ns());
+    let sources: Vec<IpAddr> = (0..3).map(|k| lab.link(k).client_addr.into()).collect();
+    let socks = engine.socks_addr();
+    rt.block_on(async move {
+        tokio::spawn(async move {
+            // The links' sum, measured: each link alone, 3 parallel streams, direct.
+            let mut measured = 0.0;
+            for (k, src) in sources.iter().enumerate() {
+                let start = Instant::now();
+                let jobs: Vec<_> =
+                    (0..3).map(|_| tokio::spawn(download(Path::Direct(k, *src), FILE / 2))).collect();
+                let mut bytes = 0;
+                for j in jobs {
+                    bytes += j.await.unwrap().expect("direct download");
+                }
+                let mbit = bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e6;
+                println!("    link wan{k} ({} Mbit/s nominal): {mbit:.1} Mbit/s measured", rates[k]);
+                measured += mbit;
+            }
+            let nominal: f64 = rates.iter().map(|&r| f64::from(r)).sum();
+            // Warm-up: one batch so that netmix has seen every link's delivery rate.
+            batch(Path::Netmix(socks), 6, FILE).await;
+            println!(
+                "(e) {FILES} × 8 MiB over 20/40/80 Mbit/s — links' sum {nominal:.0} Mbit/s nominal, \
+                 {measured:.1} Mbit/s measured"
+            );
+            for strategy in ["capacity", "latency", "round-robin", "sticky"] {
+                set_strategy(socks, strategy).await;
+                let (secs, mbit) = batch(Path::Netmix(socks), FILES, FILE).await;
+                println!(
+                    "    {strategy:<12} {secs:6.1} s  {mbit:6.1} Mbit/s  = {:5.1}% of nominal, {:5.1}% of measured sum",
+                    mbit / nominal * 100.0,
+                    mbit / measured * 100.0
+                );
+            }
+        })
+        .await
+        .unwrap();
+    });
+    drop(engine);
+    let _ = std::fs::remove_file(&token_file);
+}
+
+/// `files` parallel downloads of `size`; returns (seconds, aggregate Mbit/s of goodput).
+async fn batch(path: Path, files: usize, size: u64) -> (f64, f64) {
+    let start = Instant::now();
+    let jobs: Vec<_> = (0..files)
+        .map(|_| tokio::spawn(download(path, size)))
+        .collect();
+    let mut bytes = 0;
+    for j in jobs {
+        bytes += j.await.unwrap().expect("download through netmix");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (secs, bytes as f64 * 8.0 / secs / 1e6)
+}
+
+/// Switches the strategy through the dashboard API (keeps the engine's learned numbers).
+async fn set_strategy(socks: SocketAddr, name: &str) {
+    let api = SocketAddr::new(socks.ip(), 5000);
+    let body = format!("{{\"name\":\"{name}\"}}");
+    let request = format!(
+        "POST /api/strategy HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(api).await.expect("dashboard");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "switch to {name}: {answer}"
+    );
+    // Let the in-flight ledger of the previous batch drain.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+#[allow(dead_code)]
+fn _engine_type_check(_: &Engine) {}

@@ -1,0 +1,377 @@
+//! The dashboard page in a real browser (Debian's headless chromium, driven by playwright-core
+//! from `tests/browser/dashboard.mjs`) against a real netmix in the lab: one card per uplink,
+//! numbers that move when traffic flows, a strategy switch made through the page that the next
+//! connections follow, and a page that stays responsive with more than 1,000 connections behind
+//! its table. Keeps `target/test-artifacts/dashboard.png`.
+//!
+//! Needs node, chromium and `npm ci --prefix tests/browser` (`.ci/run` installs them); without
+//! them the test fails and says what to install.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use netmix_integration::client::by_name;
+use netmix_integration::web::{
+    artifacts_dir, connection_burst, fetch_via_socks, plugins_dir, write_token_file,
+};
+use netmix_integration::{
+    DASHBOARD, Engine, Lab, api, assert_eventually_async, command_in, spawn_engine, spread,
+};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const TOKEN: &str = "browser-test-token-0123456789abcdef";
+/// Connections generated for the "1,000 connections behind the table" check.
+const LOAD: usize = 1100;
+/// Bytes downloaded through each link while the page watches.
+const DOWNLOAD: u64 = 2 * 1024 * 1024;
+/// Connections made after the switch that must all follow the new strategy.
+const AFTER_SWITCH: usize = 6;
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+/// Fails (never skips) with what to install when a piece of the browser setup is missing.
+fn require_browser_setup() {
+    let node = std::process::Command::new("node").arg("--version").output();
+    assert!(
+        node.as_ref().is_ok_and(|o| o.status.success()),
+        "the dashboard browser test needs node (≥ 20): apt-get install -y nodejs npm ({node:?})"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "the dashboard browser test needs chromium at {chromium}: apt-get install -y chromium \
+         (or set CHROMIUM=/path/to/chromium)"
+    );
+    let pw = browser_dir().join("node_modules/playwright-core/package.json");
+    assert!(
+        pw.is_file(),
+        "the dashboard browser test needs playwright-core: npm ci --prefix tests/browser \
+         ({} missing)",
+        pw.display()
+    );
+}
+
+/// The node script, running in the client namespace; killed on drop.
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    seen: Vec<String>,
+}
+
+impl Browser {
+    fn start(lab: &Lab, args: &[&str]) -> Browser {
+        let script = browser_dir().join("dashboard.mjs");
+        let mut argv = vec!["node", script.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let mut child = command_in(lab.client_ns(), &argv)
+            .current_dir(browser_dir())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start node");
+        let stdin = child.stdin.take().unwrap();
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Browser {
+            child,
+            stdin,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the script's `{"step": step, ...}` line; panics on an error step, on exit, or
+    /// after `timeout`, with everything the script said.
+    fn expect(&mut self, step: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                        continue; // stray output
+                    };
+                    if v["step"] == step {
+                        return v;
+                    }
+                    if v["step"] == "error" {
+                        self.fail(&format!("browser step {step:?} failed"));
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {step:?} from the browser within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = self.child.wait();
+                    self.fail(&format!("the browser script ended before {step:?}"))
+                }
+            }
+        }
+    }
+
+    fn tell(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").expect("write to the browser script");
+        self.stdin.flush().unwrap();
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        std::thread::sleep(Duration::from_millis(200));
+        panic!(
+            "{what}\n--- script stdout ---\n{}\n--- script stderr ---\n{}",
+            self.seen.join("\n"),
+            self.stderr.lock().unwrap()
+        );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        // playwright closes chromium on SIGTERM.
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_engine(lab: &Lab) -> Engine {
+    let plugins = plugins_dir("browser", &["strategy_round_robin", "strategy_sticky"]);
+    let token_file = write_token_file("browser", TOKEN);
+    let config = format!(
+        "strategy = \"round-robin\"\n\n[plugins]\ndir = \"{}\"\n\n[interfaces]\ninclude = [\"wan*\"]\n\n\
+         [discovery]\nrescan_interval_ms = 300\n\n[dashboard]\ntoken_file = \"{}\"\n",
+        plugins.display(),
+        token_file.display()
+    );
+    let engine = spawn_engine(lab, &config);
+    assert_eventually_async!(
+        api(lab, DASHBOARD, "/api/interfaces")
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 3),
+        "the dashboard shows the 3 links:\n{}",
+        engine.logs()
+    );
+    engine
+}
+
+/// Runs a blocking browser call without stalling the runtime the engine's clients use.
+async fn blocking<T: Send + 'static>(
+    b: &mut Option<Browser>,
+    f: impl FnOnce(&mut Browser) -> T + Send + 'static,
+) -> T {
+    let mut browser = b.take().expect("browser");
+    let (browser, out) = tokio::task::spawn_blocking(move || {
+        let out = f(&mut browser);
+        (browser, out)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    *b = Some(browser);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_page_in_a_real_browser() {
+    require_browser_setup();
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    let engine = start_engine(&lab).await;
+    let ns = lab.client_ns().to_owned();
+    let socks = engine.socks_addr();
+
+    let shot = artifacts_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    let url = format!("http://{DASHBOARD}/");
+    let mut b = Some(Browser::start(
+        &lab,
+        &[
+            &url,
+            TOKEN,
+            shot.to_str().unwrap(),
+            "wan0,wan1,wan2",
+            "sticky",
+        ],
+    ));
+    let step = Duration::from_secs(60);
+
+    // 1. One card per uplink.
+    let cards = blocking(&mut b, move |b| b.expect("cards", step)).await;
+    assert_eq!(cards["names"], serde_json::json!(["wan0", "wan1", "wan2"]));
+
+    // 2. Traffic through every link (round-robin: one download each); the page's numbers move.
+    for _ in 0..3 {
+        let got = fetch_via_socks(&ns, socks, &format!("/bytes/{DOWNLOAD}")).await;
+        assert_eq!(got, DOWNLOAD);
+    }
+    let numbers = blocking(&mut b, move |b| {
+        b.tell(&format!("traffic-done {DOWNLOAD}"));
+        b.expect("numbers", step)
+    })
+    .await;
+    for name in ["wan0", "wan1", "wan2"] {
+        let before = numbers["before"]["cards"][name]["bytes_down"]
+            .as_u64()
+            .unwrap();
+        let after = numbers["after"]["cards"][name]["bytes_down"]
+            .as_u64()
+            .unwrap();
+        assert!(after >= before + DOWNLOAD, "{name}: {before} → {after}");
+    }
+
+    // 3. The page switches to sticky (after a refused wrong token); the engine agrees.
+    let switched = blocking(&mut b, move |b| b.expect("switched", step)).await;
+    assert_eq!(switched["from"], "round-robin");
+    assert_eq!(switched["to"], "sticky");
+    assert_eq!(
+        api(&lab, DASHBOARD, "/api/strategy").await["active"],
+        "sticky"
+    );
+
+    // 4. The next connections follow it, in the engine and on the page.
+    let counts = spread(&lab, &engine, AFTER_SWITCH).await;
+    assert_eq!(
+        counts.iter().filter(|&&c| c > 0).count(),
+        1,
+        "sticky keeps the destination on one link: {:?}",
+        by_name(&lab, &counts)
+    );
+    let followed = blocking(&mut b, move |b| {
+        b.tell(&format!("sticky-done {AFTER_SWITCH}"));
+        b.expect("followed", step)
+    })
+    .await;
+    let rows = followed["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), AFTER_SWITCH);
+    for r in rows {
+        assert_eq!(r["strategy"], "sticky", "{r}");
+        assert_eq!(r["interface"], rows[0]["interface"], "{r}");
+    }
+
+    // 5. Back to round-robin through the page, then more than 1,000 connections, 8 at a time.
+    let ready = blocking(&mut b, move |b| b.expect("load-ready", step)).await;
+    assert_eq!(
+        api(&lab, DASHBOARD, "/api/strategy").await["active"],
+        "round-robin"
+    );
+    let start_total = ready["connections_total"].as_u64().unwrap();
+    // 8 at a time, paced to last a few seconds so the page is watched while they arrive.
+    let load_started = Instant::now();
+    let ok = connection_burst(&ns, socks, LOAD, 8, Duration::from_millis(25)).await;
+    let load_took = load_started.elapsed();
+    assert_eq!(ok, LOAD, "every load connection succeeded");
+    let feed = api(&lab, DASHBOARD, "/api/feed").await;
+    assert_eventually_async!(
+        api(&lab, DASHBOARD, "/api/feed").await["totals"]["connections_total"]
+            .as_u64()
+            .unwrap()
+            >= start_total + LOAD as u64,
+        "the engine counted the load: {}",
+        feed["totals"]
+    );
+    let expected_total = start_total + LOAD as u64;
+    let responsive = blocking(&mut b, move |b| {
+        b.tell(&format!("load-done {expected_total}"));
+        b.expect("responsive", step)
+    })
+    .await;
+    let feed = api(&lab, DASHBOARD, "/api/feed").await;
+    assert!(
+        feed["connections"].as_array().unwrap().len() >= 1000,
+        "the feed holds ≥ 1000 connections behind the table"
+    );
+    let shown = responsive["rows"].as_u64().unwrap();
+    assert!(
+        (1..=100).contains(&shown),
+        "bounded table: {shown} rows ({responsive})"
+    );
+    assert_eq!(responsive["status"], "live");
+    assert!(
+        responsive["distinctTotalsDuringLoad"].as_u64().unwrap() >= 3,
+        "the counter kept moving during the load: {responsive}"
+    );
+    for key in ["filtered", "cleared"] {
+        let ms = responsive[key]["ms"].as_f64().unwrap();
+        assert!(ms < 500.0, "{key} round trip {ms} ms: {responsive}");
+    }
+    assert!(
+        responsive["maxFrameMs"].as_f64().unwrap() < 500.0,
+        "{responsive}"
+    );
+    eprintln!("{LOAD} connections in {load_took:?}; responsiveness: {responsive}");
+
+    // 6. The screenshot artifact.
+    let shot_step = blocking(&mut b, move |b| {
+        let s = b.expect("screenshot", step);
+        b.expect("done", step);
+        s
+    })
+    .await;
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is a PNG",
+        shot.display()
+    );
+    assert!(
+        png.len() > 20_000,
+        "{} is only {} bytes",
+        shot.display(),
+        png.len()
+    );
+    // The only console error allowed is the browser's note about the deliberate wrong token.
+    let errors: Vec<&Value> = shot_step["consoleErrors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e.as_str().unwrap_or("").contains("status of 401"))
+        .collect();
+    assert!(errors.is_empty(), "console errors on the page: {errors:?}");
+    eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
+    drop(b);
+    drop(engine);
+}

@@ -349,3 +349,67 @@ async fn connection_log_records_every_candidate() {
     }
     let _ = std::fs::remove_file(&log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_a_second_interface_hides_a_blackhole() {
+    let lab = Lab::with_links(2);
+    let _servers = lab.start_servers().await;
+    // A long per-attempt deadline, but the next interface starts racing after 100 ms.
+    let engine = spawn_engine(
+        &lab,
+        "strategy = \"round-robin\"\n[interfaces]\ninclude = [\"wan*\"]\n[timeouts]\nconnect_ms = 3000\n\
+         [failover]\nadaptive_timeout = false\nrace_after_ms = 100\n",
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lab.blackhole(0, true);
+    let samples = steady_stream(
+        &lab,
+        engine.socks_addr(),
+        Duration::from_millis(1500),
+        Duration::from_millis(50),
+    )
+    .await;
+    assert!(failed(&samples).is_empty(), "{:?}", failed(&samples));
+    assert!(
+        samples.iter().all(|s| s.link == Some(1)),
+        "only the healthy link carried traffic"
+    );
+    let worst = samples.iter().map(|s| s.took).max().unwrap();
+    assert!(
+        worst < Duration::from_millis(1000),
+        "the race answered long before the 3 s deadline: {worst:?}"
+    );
+    assert!(
+        samples.iter().any(|s| s.took >= Duration::from_millis(100)),
+        "some connections did start on the black-holed link and were raced"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_destination_does_not_count_against_the_links() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(&lab, &config(""));
+    for name in ["wan0", "wan1", "wan2"] {
+        time_until_health(&lab, name, "up", Duration::from_secs(5)).await;
+    }
+    for _ in 0..12 {
+        let s = lab.connect_client(engine.socks_addr()).await;
+        let target = netmix_integration::Target::Ip(
+            (netmix_integration::TARGET, netmix_integration::REFUSED_PORT).into(),
+        );
+        let r = netmix_integration::socks5_connect(s, target, None)
+            .await
+            .unwrap();
+        assert_eq!(r.code, 0x05, "refused, answered at once");
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for name in ["wan0", "wan1", "wan2"] {
+        let i = iface_json(&lab, name).await.unwrap();
+        assert_eq!(i["health"], "up", "{i}");
+        assert_eq!(
+            i["failures"], 0,
+            "the destination's refusal is not the link's failure: {i}"
+        );
+    }
+}

@@ -596,3 +596,113 @@ fn to_ffi(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use actix::prelude::*;
+
+    use super::*;
+    use crate::iface::{InterfaceActor, InterfaceChanged, InterfaceParams, ScannedInterface};
+
+    /// Swallows the interface actors' reports.
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<InterfaceChanged> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: InterfaceChanged, _: &mut Self::Context) {}
+    }
+
+    fn view(id: u32, health: Health, sink: &Addr<Sink>) -> Arc<InterfaceView> {
+        let scanned = ScannedInterface {
+            name: format!("wan{id}"),
+            index: id,
+            addrs: vec![Ipv4Addr::new(198, 18, 10 + id as u8, 2).into()],
+            up: true,
+            loopback: false,
+            kind: InterfaceKind::Physical,
+            eligible: Ok(()),
+        };
+        let params = InterfaceParams::from_config(&crate::config::Config::default());
+        let actor = InterfaceActor::spawn(
+            id,
+            &scanned,
+            (1, false),
+            params,
+            sink.clone().recipient(),
+            Events::new(),
+        );
+        Arc::new(InterfaceView {
+            id,
+            name: scanned.name.clone(),
+            index: id,
+            kind: InterfaceKind::Physical,
+            health,
+            link_up: true,
+            addrs: scanned.addrs.clone(),
+            weight: 1,
+            metered: false,
+            retired: false,
+            latency_ewma_us: None,
+            jitter_us: 0,
+            recent_latency_us: Vec::new(),
+            connect_timeout: Duration::from_secs(1),
+            stats: Default::default(),
+            live: Default::default(),
+            actor,
+        })
+    }
+
+    fn meta() -> ConnMeta {
+        ConnMeta {
+            host: None,
+            addr: Some(Ipv4Addr::new(198, 19, 0, 1).into()),
+            port: 80,
+            client: "127.0.0.1:5000".parse().unwrap(),
+        }
+    }
+
+    #[actix::test]
+    async fn down_interfaces_get_no_new_connections() {
+        let sink = Sink.start();
+        let router = Router::new(Events::new());
+        router.publish(vec![
+            view(1, Health::Up, &sink),
+            view(2, Health::Down, &sink),
+            view(3, Health::Degraded, &sink),
+        ]);
+        for _ in 0..6 {
+            let d = router.pick(&meta());
+            let ids: Vec<u32> = d.order.iter().map(|v| v.id).collect();
+            assert!(!ids.contains(&2), "{ids:?}");
+            assert_eq!(ids.len(), 2);
+        }
+    }
+
+    #[actix::test]
+    async fn the_last_interfaces_are_never_all_ejected() {
+        let sink = Sink.start();
+        let router = Router::new(Events::new());
+        router.publish(vec![
+            view(1, Health::Down, &sink),
+            view(2, Health::Down, &sink),
+        ]);
+        let d = router.pick(&meta());
+        assert_eq!(
+            d.order.len(),
+            2,
+            "with every interface Down, all are still tried"
+        );
+        // A plugin sees them as Degraded, not Down, so it does not refuse them.
+        let snapshot = router.snapshot();
+        assert!(
+            snapshot
+                .ffi
+                .iter()
+                .all(|i| i.state == api::LinkState::Degraded)
+        );
+    }
+}

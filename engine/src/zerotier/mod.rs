@@ -358,6 +358,16 @@ impl ZeroTierAgent {
         if self.logged != Some(key) {
             self.logged = Some(key);
             match &state {
+                // No service folder at all: ZeroTier is simply not installed, which is no
+                // reason for a warning on every start.
+                ServiceState::NoToken(_)
+                    if !token::service_home(Os::current(), &self.env).exists() =>
+                {
+                    tracing::info!(
+                        "ZeroTier agent: {msg}. ZeroTier One does not seem to be installed; \
+                         netmix works without it and looks again with back-off."
+                    )
+                }
                 ServiceState::NoToken(_) => tracing::warn!(
                     "ZeroTier agent: {msg}. netmix works without ZeroTier; retrying with back-off."
                 ),

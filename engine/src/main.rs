@@ -283,18 +283,24 @@ fn dechunk(mut body: &str) -> String {
 }
 
 /// Every relayed connection needs two file descriptors: raise the soft limit to the hard one
-/// (commonly 1024 → 524288) so that thousands of connections do not hit EMFILE.
+/// (commonly 1024 → 524288), and with the privilege for it the hard one to at least 65536, so
+/// that tens of thousands of connections do not hit EMFILE.
 fn raise_fd_limit() {
     #[cfg(unix)]
     {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-            && soft < hard
-        {
-            match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                Ok(()) => tracing::debug!(from = soft, to = hard, "Raised the open-files limit."),
-                Err(error) => tracing::warn!(%error, soft, "Cannot raise the open-files limit."),
+        const WANTED: u64 = 65_536;
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        let raised = hard < WANTED && setrlimit(Resource::RLIMIT_NOFILE, WANTED, WANTED).is_ok();
+        if !raised && soft < hard {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, "Cannot raise the open-files limit.");
             }
+        }
+        if let Ok((now, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            tracing::debug!(from = soft, to = now, "Open-files limit.");
         }
     }
 }

@@ -51,7 +51,10 @@ fn client_runtime(ns: &str) -> tokio::runtime::Runtime {
 fn raise_fd_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        let want = hard.max(65_536);
+        if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_err() {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 
@@ -265,14 +268,17 @@ async fn bench_c(direct: Path, via: Path) {
 }
 
 async fn bench_d(via: Path, pid: u32) {
-    const CONNS: usize = 10_000;
+    let conns: usize = std::env::var("NETMIX_BENCH_IDLE_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid);
     let gate = Arc::new(Semaphore::new(64));
     let errors = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(CONNS);
-    for _ in 0..CONNS {
+    let mut tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
         let permit = gate.clone().acquire_owned().await.unwrap();
         let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
@@ -282,8 +288,11 @@ async fn bench_d(via: Path, pid: u32) {
                 let mut b = [0u8; 1];
                 s.read_exact(&mut b).await?;
                 Ok::<_, io::Error>(s)
-            }
-            .await;
+            };
+            let r = match tokio::time::timeout(Duration::from_secs(10), r).await {
+                Ok(r) => r,
+                Err(_) => Err(io::Error::other("timed out")),
+            };
             drop(permit);
             match r {
                 Ok(s) => Some(s),
@@ -294,7 +303,7 @@ async fn bench_d(via: Path, pid: u32) {
             }
         }));
     }
-    let mut held = Vec::with_capacity(CONNS);
+    let mut held = Vec::with_capacity(conns);
     for t in tasks {
         if let Some(s) = t.await.unwrap() {
             held.push(s);

@@ -134,6 +134,8 @@ impl Lab {
 async fn serve(port: u16, listener: TcpListener, seen: SeenMap) {
     loop {
         let Ok((sock, peer)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             continue;
         };
         *seen

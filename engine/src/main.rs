@@ -294,10 +294,11 @@ fn raise_fd_limit() {
             return;
         };
         let raised = hard < WANTED && setrlimit(Resource::RLIMIT_NOFILE, WANTED, WANTED).is_ok();
-        if !raised && soft < hard {
-            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(%error, soft, "Cannot raise the open-files limit.");
-            }
+        if !raised
+            && soft < hard
+            && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        {
+            tracing::warn!(%error, soft, "Cannot raise the open-files limit.");
         }
         if let Ok((now, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
             tracing::debug!(from = soft, to = now, "Open-files limit.");

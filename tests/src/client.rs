@@ -104,26 +104,12 @@ pub async fn api(lab: &Lab, dashboard: SocketAddr, path: &str) -> serde_json::Va
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        dechunk(body)
+        let bytes = crate::web::dechunk(body.as_bytes()).expect("a well-formed chunked body");
+        String::from_utf8_lossy(&bytes).into_owned()
     } else {
         body.to_owned()
     };
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: bad JSON ({e}): {body}"))
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// The dashboard's default address inside the client namespace.

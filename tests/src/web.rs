@@ -128,7 +128,8 @@ fn parse_response(raw: &[u8]) -> Option<HttpResponse> {
     })
 }
 
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
+/// Decodes an HTTP/1.1 chunked body; `None` when it is malformed or cut short.
+pub(crate) fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let eol = body.windows(2).position(|w| w == b"\r\n")?;

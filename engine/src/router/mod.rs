@@ -154,7 +154,6 @@ pub struct Router {
     plugins: Vec<(LoadedPlugin, String)>,
     events: Events,
     plugin_errors: AtomicU64,
-    fallbacks: AtomicU64,
     sticky: Option<Sticky>,
 }
 
@@ -188,7 +187,6 @@ impl Router {
             plugins: Vec::new(),
             events,
             plugin_errors: AtomicU64::new(0),
-            fallbacks: AtomicU64::new(0),
             sticky: None,
         }
     }
@@ -301,7 +299,6 @@ impl Router {
     /// Selects `name`, or falls back to the built-in (and says so) when it cannot.
     pub fn select_or_fallback(&self, name: &str) {
         if let Err(error) = self.select(name) {
-            self.fallbacks.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%error, fallback = BUILTIN, "Cannot use the configured strategy; using the built-in one.");
             self.events.emit(
                 EventKind::Fallback,
@@ -442,7 +439,6 @@ impl Router {
         };
         let failure = failure.unwrap_or_default();
         self.plugin_errors.fetch_add(1, Ordering::Relaxed);
-        self.fallbacks.fetch_add(1, Ordering::Relaxed);
         if !strategy.reported.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 plugin = %strategy.name,

@@ -248,6 +248,7 @@ fn interface_dto(v: &InterfaceView, history: &[(Duration, u32)]) -> InterfaceDto
         bytes_down: v.live.bytes_down.load(std::sync::atomic::Ordering::Relaxed),
         up_bps: s.up_bps,
         down_bps: s.down_bps,
+        peak_down_bps: s.peak_down_bps,
         connect_timeout_ms: v.connect_timeout.as_millis() as u64,
         ejections: s.ejections,
     }

@@ -339,7 +339,14 @@ fn aggregate() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     }
-    let extra = format!("[dashboard]\ntoken_file = \"{}\"\n", token_file.display());
+    let mut extra = format!("[dashboard]\ntoken_file = \"{}\"\n", token_file.display());
+    let ort = ort_library();
+    if let Some(lib) = &ort {
+        extra.push_str(&format!(
+            "\n[strategies.onnx]\nlibrary = \"{}\"\n",
+            lib.display()
+        ));
+    }
     let engine = spawn_engine(&lab, &netmix_config("capacity", "\"wan*\"", &extra));
     let rt = client_runtime(lab.client_ns());
     let sources: Vec<IpAddr> = (0..3).map(|k| lab.link(k).client_addr.into()).collect();
@@ -367,13 +374,38 @@ fn aggregate() {
                 "(e) {FILES} × 8 MiB over 20/40/80 Mbit/s — links' sum {nominal:.0} Mbit/s nominal, \
                  {measured:.1} Mbit/s measured"
             );
-            for strategy in ["capacity", "latency", "round-robin", "sticky"] {
+            let mut strategies = vec!["capacity", "latency", "round-robin", "sticky", "zerotier"];
+            if ort.is_some() {
+                strategies.push("onnx");
+            } else {
+                println!("    onnx: skipped (no ONNX Runtime: run ./scripts/setup-onnx.sh or set NETMIX_ORT_LIB)");
+            }
+            // NETMIX_BENCH_STRATEGIES=a,b runs only those (for iterating on one); the figures to
+            // report are from a run of all of them.
+            if let Ok(only) = std::env::var("NETMIX_BENCH_STRATEGIES") {
+                strategies.retain(|s| only.split(',').any(|o| o.trim() == *s));
+            }
+            for strategy in strategies {
                 set_strategy(socks, strategy).await;
+                let before = link_bytes(socks).await;
                 let (secs, mbit) = batch(Path::Netmix(socks), FILES, FILE).await;
+                // The API's byte counters are refreshed a few times a second.
+                tokio::time::sleep(Duration::from_millis(1200)).await;
+                let after = link_bytes(socks).await;
+                let split: Vec<String> = after
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| format!("{:.1}", (a.1 - b.1) as f64 / FILE as f64))
+                    .collect();
+                let peaks: Vec<String> =
+                    after.iter().map(|a| format!("{:.0}", a.2 as f64 / 1e6)).collect();
                 println!(
-                    "    {strategy:<12} {secs:6.1} s  {mbit:6.1} Mbit/s  = {:5.1}% of nominal, {:5.1}% of measured sum",
+                    "    {strategy:<12} {secs:6.1} s  {mbit:6.1} Mbit/s  = {:5.1}% of nominal, {:5.1}% of measured sum; \
+                     files per link {}, capacity estimates {} Mbit/s",
                     mbit / nominal * 100.0,
-                    mbit / measured * 100.0
+                    mbit / measured * 100.0,
+                    split.join("/"),
+                    peaks.join("/")
                 );
             }
         })
@@ -382,6 +414,19 @@ fn aggregate() {
     });
     drop(engine);
     let _ = std::fs::remove_file(&token_file);
+}
+
+/// The ONNX Runtime library for the onnx strategy, if present (`NETMIX_ORT_LIB`, or where
+/// `./scripts/setup-onnx.sh` puts it).
+fn ort_library() -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("NETMIX_ORT_LIB")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../.deps/onnxruntime/onnxruntime/capi/libonnxruntime.so.1.31.1")
+        });
+    path.is_file().then(|| path.canonicalize().unwrap_or(path))
 }
 
 /// `files` parallel downloads of `size`; returns (seconds, aggregate Mbit/s of goodput).
@@ -396,6 +441,29 @@ async fn batch(path: Path, files: usize, size: u64) -> (f64, f64) {
     }
     let secs = start.elapsed().as_secs_f64();
     (secs, bytes as f64 * 8.0 / secs / 1e6)
+}
+
+/// Per lab link (sorted by name): (name, bytes received, capacity estimate in bit/s), from the
+/// dashboard API.
+async fn link_bytes(socks: SocketAddr) -> Vec<(String, u64, u64)> {
+    let api = SocketAddr::new(socks.ip(), 5000);
+    let s = TcpStream::connect(api).await.expect("dashboard");
+    let list = netmix_integration::client::api_over(s, api, "/api/interfaces").await;
+    let mut links: Vec<(String, u64, u64)> = list
+        .as_array()
+        .expect("an interface list")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or_default().to_owned(),
+                i["bytes_down"].as_u64().unwrap_or(0),
+                i["peak_down_bps"].as_u64().unwrap_or(0),
+            )
+        })
+        .filter(|l| l.0.starts_with("wan"))
+        .collect();
+    links.sort();
+    links
 }
 
 /// Switches the strategy through the dashboard API (keeps the engine's learned numbers).

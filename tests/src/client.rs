@@ -88,8 +88,20 @@ pub fn by_name(lab: &Lab, counts: &[usize]) -> HashMap<String, usize> {
 /// # Panics
 /// When the dashboard cannot be reached or answers with something other than 200 + JSON.
 pub async fn api(lab: &Lab, dashboard: SocketAddr, path: &str) -> serde_json::Value {
+    api_over(lab.connect_client(dashboard).await, dashboard, path).await
+}
+
+/// [`api`] over a connection already made to `dashboard` (by a caller already inside the
+/// client namespace).
+///
+/// # Panics
+/// As [`api`].
+pub async fn api_over(
+    mut s: tokio::net::TcpStream,
+    dashboard: SocketAddr,
+    path: &str,
+) -> serde_json::Value {
     use tokio::io::AsyncWriteExt;
-    let mut s = lab.connect_client(dashboard).await;
     let request = format!("GET {path} HTTP/1.1\r\nHost: {dashboard}\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.unwrap();
     let mut raw = Vec::new();

@@ -57,6 +57,9 @@ pub struct InterfaceDto {
     pub up_bps: u64,
     /// Measured download throughput in **bits** per second.
     pub down_bps: u64,
+    /// Estimated download capacity in **bits** per second: the decaying peak of the one-second
+    /// download rate (what the `capacity` strategy shares connections by); 0 before any traffic.
+    pub peak_down_bps: u64,
     /// Connect timeout in use for this interface, in milliseconds.
     pub connect_timeout_ms: u64,
     /// How many times the interface was ejected (taken out of rotation) since start.

@@ -8,9 +8,10 @@ use tokio::time::Instant;
 
 /// EWMA weight of a new latency sample.
 const LATENCY_ALPHA: f64 = 0.3;
-/// Per-sample decay of the peak-rate (capacity) estimate.
+/// Per-second decay of the peak-rate (capacity) estimate while the link carries traffic
+/// (half-life ≈ 2.3 min).
 const PEAK_DECAY: f64 = 0.995;
-/// EWMA weight of a new throughput sample (one per second).
+/// EWMA weight of the throughput rate, per second.
 const THROUGHPUT_ALPHA: f64 = 0.5;
 
 /// Latency samples over a time window, with smoothed value and jitter.
@@ -94,10 +95,21 @@ impl LatencyStats {
     }
 }
 
-/// Throughput from cumulative byte counters sampled on a timer.
+/// The window a throughput rate is measured over (sliding: one rate per sample).
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Throughput from cumulative byte counters sampled on a timer (a few times per
+/// [`RATE_WINDOW`]).
+///
+/// Each sample yields the rate over the last [`RATE_WINDOW`] (a sliding window, so a transfer
+/// of 1.5 s is seen whole in at least one window whatever the timer's phase). The displayed
+/// rate is an EWMA of those; the capacity estimate is their peak, which forgets slowly while
+/// the link carries traffic and not at all while it is idle (idleness says nothing about
+/// what the link could carry).
 #[derive(Debug, Clone, Default)]
 pub struct Throughput {
-    last: Option<(Instant, u64, u64)>,
+    /// (when, cumulative up, cumulative down), oldest first, spanning at least the window.
+    samples: VecDeque<(Instant, u64, u64)>,
     up_bps: f64,
     down_bps: f64,
     peak_down_bps: f64,
@@ -107,20 +119,37 @@ pub struct Throughput {
 impl Throughput {
     /// Feeds the current cumulative totals.
     pub fn sample(&mut self, now: Instant, bytes_up: u64, bytes_down: u64) {
-        if let Some((t, up, down)) = self.last {
-            let secs = now.duration_since(t).as_secs_f64();
-            if secs > 0.0 {
-                let up_bps = (bytes_up.saturating_sub(up)) as f64 * 8.0 / secs;
-                let down_bps = (bytes_down.saturating_sub(down)) as f64 * 8.0 / secs;
-                self.up_bps += THROUGHPUT_ALPHA * (up_bps - self.up_bps);
-                self.down_bps += THROUGHPUT_ALPHA * (down_bps - self.down_bps);
-                // The capacity estimate forgets slowly (half-life ≈ 2.3 min at one sample a
-                // second), so a link that got slower is not overrated for ever.
-                self.peak_up_bps = up_bps.max(self.peak_up_bps * PEAK_DECAY);
-                self.peak_down_bps = down_bps.max(self.peak_down_bps * PEAK_DECAY);
+        let Some(&(prev_t, prev_up, prev_down)) = self.samples.back() else {
+            self.samples.push_back((now, bytes_up, bytes_down));
+            return;
+        };
+        let step = now.duration_since(prev_t).as_secs_f64();
+        if step <= 0.0 {
+            return;
+        }
+        self.samples.push_back((now, bytes_up, bytes_down));
+        // Keep exactly one sample at or before the window's start.
+        while self.samples.len() > 2 && now.duration_since(self.samples[1].0) >= RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        let (t0, up0, down0) = self.samples[0];
+        let secs = now.duration_since(t0).as_secs_f64();
+        let up_bps = bytes_up.saturating_sub(up0) as f64 * 8.0 / secs;
+        let down_bps = bytes_down.saturating_sub(down0) as f64 * 8.0 / secs;
+        // Per-step weights equivalent to the per-second ones whatever the timer's period.
+        let alpha = 1.0 - (1.0 - THROUGHPUT_ALPHA).powf(step.min(1.0));
+        self.up_bps += alpha * (up_bps - self.up_bps);
+        self.down_bps += alpha * (down_bps - self.down_bps);
+        // A window shorter than the full one (just after start) must not set a peak.
+        if secs + 1e-3 >= RATE_WINDOW.as_secs_f64() {
+            let decay = PEAK_DECAY.powf(step);
+            if bytes_up > prev_up {
+                self.peak_up_bps = up_bps.max(self.peak_up_bps * decay);
+            }
+            if bytes_down > prev_down {
+                self.peak_down_bps = down_bps.max(self.peak_down_bps * decay);
             }
         }
-        self.last = Some((now, bytes_up, bytes_down));
     }
 
     /// Smoothed bits per second, client → destination.
@@ -133,7 +162,7 @@ impl Throughput {
         self.down_bps as u64
     }
 
-    /// Highest one-second rate seen each way (a capacity estimate).
+    /// Highest one-window rate seen each way (a capacity estimate).
     pub fn peak_bps(&self) -> (u64, u64) {
         (self.peak_up_bps as u64, self.peak_down_bps as u64)
     }
@@ -175,5 +204,52 @@ mod tests {
         t.sample(Instant::now(), 1_000, 125_000);
         assert_eq!(t.down_bps(), 500_000);
         assert_eq!(t.peak_bps(), (8_000, 1_000_000));
+    }
+
+    /// Samples every 250 ms: `rate(k)` bytes in step k.
+    fn feed(t: &mut Throughput, now: &mut Instant, steps: usize, rate: impl Fn(usize) -> u64) {
+        let (mut up, mut down) = t.samples.back().map_or((0, 0), |s| (s.1, s.2));
+        for k in 0..steps {
+            *now += Duration::from_millis(250);
+            down += rate(k);
+            up += rate(k) / 100;
+            t.sample(*now, up, down);
+        }
+    }
+
+    #[test]
+    fn a_short_transfer_is_seen_whole_by_the_sliding_window() {
+        // 1.5 s at 10 MB/s (80 Mbit/s), starting half-way between two samples: a fixed
+        // one-second bucket would see at most ~75% of the rate; the sliding window sees it all.
+        let mut t = Throughput::default();
+        let mut now = Instant::now();
+        t.sample(now, 0, 0);
+        feed(&mut t, &mut now, 2, |_| 0);
+        feed(&mut t, &mut now, 7, |k| match k {
+            0 | 6 => 1_250_000,
+            _ => 2_500_000,
+        });
+        feed(&mut t, &mut now, 4, |_| 0);
+        let peak = t.peak_bps().1;
+        // (The busy steps after the full window decay it by a hair.)
+        assert!((79_500_000..=80_000_000).contains(&peak), "{peak}");
+    }
+
+    #[test]
+    fn the_capacity_estimate_holds_while_idle_and_decays_while_busy() {
+        let mut t = Throughput::default();
+        let mut now = Instant::now();
+        t.sample(now, 0, 0);
+        feed(&mut t, &mut now, 8, |_| 2_500_000); // 80 Mbit/s
+        assert_eq!(t.peak_bps().1, 80_000_000);
+        feed(&mut t, &mut now, 4 * 600, |_| 0); // ten idle minutes
+        assert_eq!(t.peak_bps().1, 80_000_000, "idle time is no evidence");
+        assert_eq!(t.down_bps(), 0);
+        feed(&mut t, &mut now, 4 * 140, |_| 625_000); // 20 Mbit/s for 140 s
+        let peak = t.peak_bps().1;
+        assert!(
+            (38_000_000..42_000_000).contains(&peak),
+            "about half after one half-life of traffic: {peak}"
+        );
     }
 }

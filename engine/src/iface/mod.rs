@@ -237,8 +237,9 @@ pub struct InterfaceChanged(pub Arc<InterfaceView>);
 
 /// How many recent latency samples a view carries for strategies.
 const VIEW_SAMPLES: usize = 16;
-/// How often an interface samples throughput and ends ejections.
-const TICK: Duration = Duration::from_secs(1);
+/// How often an interface samples throughput and ends ejections (four samples per rate
+/// window: see [`crate::health::stats::Throughput`]).
+const TICK: Duration = Duration::from_millis(250);
 
 /// Owns one interface's state and numbers.
 pub struct InterfaceActor {

@@ -252,6 +252,7 @@
       ["active", "active"],
       ["↓ download", "down_bps", "bytes_down"],
       ["↑ upload", "up_bps", "bytes_up"],
+      ["capacity", "peak_down_bps"],
       ["failures", "failures"],
       ["ejections", "ejections"],
       ["weight", "weight"],
@@ -302,6 +303,7 @@
       setField(card, "active", String(i.active), i.active);
       setField(card, "down_bps", fmtBits(i.down_bps), i.down_bps);
       setField(card, "up_bps", fmtBits(i.up_bps), i.up_bps);
+      setField(card, "peak_down_bps", i.peak_down_bps ? fmtBits(i.peak_down_bps) : "—", i.peak_down_bps);
       setField(card, "bytes_down", fmtBytes(i.bytes_down), i.bytes_down);
       setField(card, "bytes_up", fmtBytes(i.bytes_up), i.bytes_up);
       setField(card, "failures", fmtInt(i.failures), i.failures);

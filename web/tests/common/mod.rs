@@ -148,6 +148,11 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
                     } else {
                         0
                     },
+                    peak_down_bps: if usable {
+                        20_000_000 * (n as u64 + 1)
+                    } else {
+                        0
+                    },
                     connect_timeout_ms: 3000,
                     ejections: n as u32,
                 }

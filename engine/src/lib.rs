@@ -136,7 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let listener_actor = SocksListener::new(
         listener,
         serve,
-        config.socks.max_connections,
+        socks::listener::effective_max_connections(config.socks.max_connections),
         tracker.clone(),
         token.clone(),
     )

@@ -176,6 +176,15 @@ fn unshaped(wants: &dyn Fn(&str) -> bool) {
         .await
         .unwrap();
     });
+    // Anything the engine had to complain about, for the record.
+    let logs = engine.logs();
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("failed"))
+        .take(5)
+    {
+        println!("    engine: {line}");
+    }
     drop(engine);
 }
 
@@ -296,8 +305,10 @@ async fn bench_d(via: Path, pid: u32) {
             drop(permit);
             match r {
                 Ok(s) => Some(s),
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                        println!("    (d) connection error: {e}");
+                    }
                     None
                 }
             }
@@ -310,6 +321,12 @@ async fn bench_d(via: Path, pid: u32) {
         }
     }
     let opened = start.elapsed();
+    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((0, 0));
+    println!(
+        "    (d) open-files limit (this process; netmix inherits it): soft {soft}, hard {hard} — \
+         each relayed connection needs 2 in netmix (and 2 here: client and echo server)"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid);
     let per = (after.saturating_sub(before)) as f64 / held.len().max(1) as f64;

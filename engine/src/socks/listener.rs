@@ -17,6 +17,42 @@ use tracing::Instrument;
 
 use super::conn::{ServeContext, serve};
 
+/// File descriptors kept for everything but relayed connections (dashboard clients, probes,
+/// the ZeroTier client, logs, plugins), at most an eighth of the limit.
+const FD_RESERVE: usize = 128;
+
+/// How many relayed connections an open-files limit leaves room for: two sockets each (the
+/// client's and the outbound one) after a reserve for everything else.
+pub fn connections_for_fd_limit(limit: u64) -> usize {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let reserve = FD_RESERVE.min(limit / 8);
+    (limit - reserve) / 2
+}
+
+/// The connection cap to enforce: the configured one, lowered (with a warning) to what the
+/// process's open-files limit allows, so that clients past it wait in the backlog instead of
+/// being accepted and then failing for want of a socket.
+pub fn effective_max_connections(configured: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let room = connections_for_fd_limit(soft);
+            if room < configured {
+                tracing::warn!(
+                    configured,
+                    open_files_limit = soft,
+                    using = room,
+                    "socks.max_connections is more than the open-files limit allows (2 sockets per \
+                     connection); raise the limit (ulimit -n, LimitNOFILE=) to use more."
+                );
+                return room;
+            }
+        }
+    }
+    configured
+}
+
 /// Accepts SOCKS5 clients until shutdown.
 pub struct SocksListener {
     listener: Option<TcpListener>,
@@ -83,6 +119,7 @@ async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(5);
     let mut warned_full = false;
+    let max = limit.available_permits();
     loop {
         let permit = match limit.clone().try_acquire_owned() {
             Ok(permit) => {
@@ -91,10 +128,7 @@ async fn accept_loop(
             }
             Err(_) => {
                 if !warned_full {
-                    tracing::warn!(
-                        max = limit.available_permits(),
-                        "Connection limit reached; new clients wait."
-                    );
+                    tracing::warn!(max, "Connection limit reached; new clients wait.");
                     warned_full = true;
                 }
                 tokio::select! {
@@ -127,5 +161,19 @@ async fn accept_loop(
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_sockets_per_connection_after_a_reserve() {
+        assert_eq!(connections_for_fd_limit(20_000), (20_000 - 128) / 2);
+        assert_eq!(connections_for_fd_limit(1024), (1024 - 128) / 2);
+        assert_eq!(connections_for_fd_limit(256), (256 - 32) / 2);
+        assert_eq!(connections_for_fd_limit(0), 0);
+        assert!(connections_for_fd_limit(u64::MAX) > 1 << 40);
     }
 }

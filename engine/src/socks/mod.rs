@@ -3,7 +3,7 @@
 
 pub mod conn;
 pub mod handshake;
-mod listener;
+pub(crate) mod listener;
 pub mod relay;
 
 pub use conn::ServeContext;

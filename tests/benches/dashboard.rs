@@ -32,20 +32,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// CPU time netmix has used so far (user + system), from `/proc/<pid>/stat` (USER_HZ = 100).
-fn engine_cpu(engine: &Engine) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", engine.pid())).expect("stat");
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|v| v.parse().expect("tick count"))
-        .collect();
-    Duration::from_millis((f[0] + f[1]) * 10)
-}
-
 /// One measurement: MB/s (10^6 bytes) and netmix's CPU seconds per GB relayed.
 #[derive(Clone, Copy)]
 struct Run {
@@ -55,7 +41,7 @@ struct Run {
 
 /// Downloads `DOWNLOADS × bytes` one after another.
 async fn bulk(lab: &Lab, engine: &Engine, bytes: u64) -> Run {
-    let cpu = engine_cpu(engine);
+    let cpu = netmix_integration::process_cpu(engine.pid());
     let started = Instant::now();
     for _ in 0..DOWNLOADS {
         let got = fetch_via_socks(
@@ -70,7 +56,8 @@ async fn bulk(lab: &Lab, engine: &Engine, bytes: u64) -> Run {
     let secs = started.elapsed().as_secs_f64();
     Run {
         mb_s: total / secs / 1e6,
-        cpu_s_per_gb: (engine_cpu(engine) - cpu).as_secs_f64() / (total / 1e9),
+        cpu_s_per_gb: (netmix_integration::process_cpu(engine.pid()) - cpu).as_secs_f64()
+            / (total / 1e9),
     }
 }
 

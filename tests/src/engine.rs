@@ -273,3 +273,21 @@ impl Drop for Engine {
         }
     }
 }
+
+/// CPU time process `pid` has used so far (user + system), from `/proc/<pid>/stat`
+/// (USER_HZ = 100, so 10 ms steps).
+///
+/// # Panics
+/// When the process does not exist.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|v| v.parse().expect("tick count"))
+        .collect();
+    Duration::from_millis((f[0] + f[1]) * 10)
+}

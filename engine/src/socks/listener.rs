@@ -18,7 +18,11 @@ use tracing::Instrument;
 use super::conn::{ServeContext, serve};
 
 /// File descriptors kept for everything but relayed connections (dashboard clients, probes,
-/// the ZeroTier client, logs, plugins), at most an eighth of the limit.
+/// the ZeroTier client, logs, plugins; on Linux the relay's splice pipes, two each), at most
+/// an eighth of the limit.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const FD_RESERVE: usize = 128 + 2 * super::splice::MAX_PIPES;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 const FD_RESERVE: usize = 128;
 
 /// How many relayed connections an open-files limit leaves room for: two sockets each (the
@@ -170,8 +174,12 @@ mod tests {
 
     #[test]
     fn two_sockets_per_connection_after_a_reserve() {
-        assert_eq!(connections_for_fd_limit(20_000), (20_000 - 128) / 2);
-        assert_eq!(connections_for_fd_limit(1024), (1024 - 128) / 2);
+        assert_eq!(connections_for_fd_limit(20_000), (20_000 - FD_RESERVE) / 2);
+        assert_eq!(
+            connections_for_fd_limit(1024),
+            (1024 - 128) / 2,
+            "an eighth"
+        );
         assert_eq!(connections_for_fd_limit(256), (256 - 32) / 2);
         assert_eq!(connections_for_fd_limit(0), 0);
         assert!(connections_for_fd_limit(u64::MAX) > 1 << 40);

@@ -5,6 +5,8 @@ pub mod conn;
 pub mod handshake;
 pub(crate) mod listener;
 pub mod relay;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod splice;
 
 pub use conn::ServeContext;
 pub use listener::SocksListener;

@@ -110,6 +110,20 @@ async fn pump(
     let mut buf: Vec<u8> = Vec::new();
     loop {
         src.readable().await?;
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if moved.load(Ordering::Relaxed) >= SPLICE_AFTER
+            && splice_enabled()
+            && let Some(pipe) = super::splice::Pipe::take()
+        {
+            buf = Vec::new();
+            match splice_burst(src, dst, pipe, moved, total, activity).await? {
+                Burst::Ended => {
+                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    return Ok(());
+                }
+                Burst::Drained => continue,
+            }
+        }
         if buf.capacity() == 0 {
             buf.reserve_exact(BUF_SIZE);
         }
@@ -134,6 +148,66 @@ async fn pump(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A direction splices once it has moved this much by copying (a bulk transfer; small
+/// exchanges never take a pipe).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SPLICE_AFTER: u64 = 128 * 1024;
+
+/// Zero-copy unless `NETMIX_SPLICE=off` (for comparing the two paths).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn splice_enabled() -> bool {
+    static ENABLED: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| std::env::var("NETMIX_SPLICE").map_or(true, |v| v != "off"));
+    *ENABLED
+}
+
+/// How a splice burst ended.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+enum Burst {
+    /// The source has nothing more for now; everything read was delivered.
+    Drained,
+    /// The source reached end of stream; everything read was delivered.
+    Ended,
+}
+
+/// Splices `src` to `dst` through `pipe` while `src` has data, then gives the pipe back.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn splice_burst(
+    src: &TcpStream,
+    dst: &TcpStream,
+    mut pipe: super::splice::Pipe,
+    moved: &AtomicU64,
+    total: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<Burst> {
+    let result = async {
+        loop {
+            match pipe.fill_from(src) {
+                Ok(0) => return Ok(Burst::Ended),
+                Ok(_) => {
+                    while pipe.held() > 0 {
+                        dst.writable().await?;
+                        match pipe.drain_to(dst) {
+                            Ok(n) => {
+                                moved.fetch_add(n as u64, Ordering::Relaxed);
+                                total.fetch_add(n as u64, Ordering::Relaxed);
+                                activity.touch();
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Drained),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    .await;
+    pipe.give_back();
+    result
 }
 
 async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -200,12 +274,53 @@ mod tests {
             o_app.shutdown().await.unwrap();
             o_app
         });
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let spliced = super::super::splice::spliced_bytes();
         let mut got = Vec::new();
         c_app.read_to_end(&mut got).await.unwrap();
-        assert!(got == data, "5 MB arrive in order");
+        assert!(got == data, "5 MB arrive in order, then the end of stream");
         drop(c_app);
         drop(writer.await.unwrap());
         assert_eq!(task.await.unwrap().down, 5_000_000);
+        // Past the first SPLICE_AFTER bytes, the bulk went through the kernel, not a buffer.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        assert!(
+            super::super::splice::spliced_bytes() - spliced >= 5_000_000 - SPLICE_AFTER,
+            "spliced {}",
+            super::super::splice::spliced_bytes() - spliced
+        );
+    }
+
+    #[tokio::test]
+    async fn bulk_upload_then_half_close_then_answer() {
+        let (mut c_app, c_proxy) = pair().await;
+        let (o_proxy, mut o_app) = pair().await;
+        let task =
+            tokio::spawn(
+                async move { relay(&c_proxy, &o_proxy, &LiveCounters::default(), None).await },
+            );
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+        let sent = data.clone();
+        let uploader = tokio::spawn(async move {
+            c_app.write_all(&sent).await.unwrap();
+            c_app.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            c_app.read_to_end(&mut answer).await.unwrap();
+            answer
+        });
+        let mut got = Vec::new();
+        o_app.read_to_end(&mut got).await.unwrap(); // the half-close arrives after the bulk
+        assert!(got == data, "3 MB arrive in order");
+        o_app.write_all(b"thanks").await.unwrap();
+        o_app.shutdown().await.unwrap();
+        assert_eq!(uploader.await.unwrap(), b"thanks");
+        assert_eq!(
+            task.await.unwrap(),
+            Totals {
+                up: 3_000_000,
+                down: 6
+            }
+        );
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ static CREATED: AtomicUsize = AtomicUsize::new(0);
 static SPLICED: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes relayed by splice (rather than copied) since start, all connections together.
+#[cfg(test)]
 pub fn spliced_bytes() -> u64 {
     SPLICED.load(Ordering::Relaxed)
 }

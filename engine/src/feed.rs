@@ -3,9 +3,10 @@
 //! the relay tasks), events and totals — and publishes one [`Feed`] on a `watch` channel at
 //! most every 500 ms. The web crate reads that channel; it never talks to an actor.
 //!
-//! Connection records arrive as [`ConnEvent`] messages with `do_send`, so a relay never waits
-//! for the feed. The feed keeps a bounded window: every open connection plus the newest
-//! closed ones, up to [`netmix_web::models::MAX_CONNECTIONS`].
+//! Connection records arrive as [`ConnEvent`]s through a [`Batched`] queue (one wake-up of
+//! this actor per burst, not one message per connection), so a relay never waits for the
+//! feed. The feed keeps a bounded window: every open connection plus the newest closed ones,
+//! up to [`netmix_web::models::MAX_CONNECTIONS`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use netmix_web::{
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use crate::events::{Event, unix_ms};
+use crate::batch::{Batched, Wake};
+use crate::events::Event;
 use crate::health::state::Health;
 use crate::iface::{GetLatencyHistory, InterfaceView};
 use crate::manager::{ConnectionManager, GetInterfaces};
@@ -28,14 +30,20 @@ use crate::router::Router;
 /// How often the feed is rebuilt and published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
 
+/// How long queued connection events may wait before the feed collects them.
+const COLLECT_AFTER: Duration = Duration::from_millis(100);
+
 /// A connection's life, as the relay task reports it.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
+#[derive(Debug)]
 pub enum ConnEvent {
     /// Connected (or failed: `error` set, then no `Closed` follows).
     Opened {
         /// Engine-wide connection id.
         id: u64,
+        /// When (the event may be collected a little later).
+        at: Instant,
+        /// When, Unix time in milliseconds.
+        at_unix_ms: u64,
         /// Client address.
         client: String,
         /// What the client asked for.
@@ -55,6 +63,8 @@ pub enum ConnEvent {
     Closed {
         /// The id from `Opened`.
         id: u64,
+        /// When.
+        at: Instant,
         /// Client → destination bytes.
         bytes_up: u64,
         /// Destination → client bytes.
@@ -77,6 +87,10 @@ pub struct DashboardFeed {
     version: u64,
     /// The ZeroTier agent's state, when the agent runs.
     zerotier: Option<crate::zerotier::ZtHandle>,
+    /// Where connection tasks queue their events (set when the actor is created).
+    inbox: Option<Batched<ConnEvent>>,
+    /// A collection of the inbox is scheduled.
+    collect_pending: bool,
 }
 
 impl DashboardFeed {
@@ -100,8 +114,30 @@ impl DashboardFeed {
             started: Instant::now(),
             version: 0,
             zerotier: None,
+            inbox: None,
+            collect_pending: false,
         };
         (feed, rx)
+    }
+
+    /// Starts the actor; returns its address and the queue connection tasks report to.
+    pub fn start_with_inbox(mut self) -> (Addr<Self>, Batched<ConnEvent>) {
+        let mut inbox = None;
+        let addr = Self::create(|ctx| {
+            let queue = Batched::new(ctx.address().recipient());
+            inbox = Some(queue.clone());
+            self.inbox = Some(queue);
+            self
+        });
+        (addr, inbox.expect("set by create"))
+    }
+
+    /// Applies every queued connection event.
+    fn collect(&mut self) {
+        let Some(inbox) = &self.inbox else { return };
+        for event in inbox.take() {
+            self.apply(event);
+        }
     }
 
     /// Shows the ZeroTier agent's state (networks, routes, peers) in the feed.
@@ -111,6 +147,7 @@ impl DashboardFeed {
     }
 
     fn publish(&mut self) {
+        self.collect();
         self.drain_events();
         self.version += 1;
         let now = Instant::now();
@@ -263,13 +300,27 @@ impl Actor for DashboardFeed {
     }
 }
 
-impl Handler<ConnEvent> for DashboardFeed {
+impl Handler<Wake> for DashboardFeed {
     type Result = ();
 
-    fn handle(&mut self, msg: ConnEvent, _ctx: &mut Self::Context) {
-        match msg {
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        if !self.collect_pending {
+            self.collect_pending = true;
+            ctx.run_later(COLLECT_AFTER, |act, _| {
+                act.collect_pending = false;
+                act.collect();
+            });
+        }
+    }
+}
+
+impl DashboardFeed {
+    fn apply(&mut self, event: ConnEvent) {
+        match event {
             ConnEvent::Opened {
                 id,
+                at,
+                at_unix_ms,
                 client,
                 destination,
                 interface,
@@ -291,7 +342,7 @@ impl Handler<ConnEvent> for DashboardFeed {
                     error,
                     bytes_up: 0,
                     bytes_down: 0,
-                    started_unix_ms: unix_ms(),
+                    started_unix_ms: at_unix_ms,
                     duration_ms: 0,
                     retries,
                 };
@@ -299,11 +350,12 @@ impl Handler<ConnEvent> for DashboardFeed {
                     self.totals.failed += 1;
                     self.push_closed(dto);
                 } else {
-                    self.open.insert(id, (dto, Instant::now()));
+                    self.open.insert(id, (dto, at));
                 }
             }
             ConnEvent::Closed {
                 id,
+                at,
                 bytes_up,
                 bytes_down,
             } => {
@@ -311,7 +363,7 @@ impl Handler<ConnEvent> for DashboardFeed {
                     dto.state = "closed".to_owned();
                     dto.bytes_up = bytes_up;
                     dto.bytes_down = bytes_down;
-                    dto.duration_ms = since.elapsed().as_millis() as u64;
+                    dto.duration_ms = at.saturating_duration_since(since).as_millis() as u64;
                     self.push_closed(dto);
                 }
             }

@@ -9,7 +9,7 @@
 //!                        ▼                                             │ chosen interface
 //!                     Router ◀── ArcSwap snapshot ── ConnectionManager (actor)
 //!                                                          ▲ InterfaceChanged
-//!            Discovery (actor) ──starts/updates/retires──▶ InterfaceActor ×N ◀── ConnOpened/Closed
+//!            Discovery (actor) ──starts/updates/retires──▶ InterfaceActor ×N ◀── Traffic (batched)
 //! ```
 //!
 //! - [`config`]: the TOML file, defaults and validation.
@@ -29,6 +29,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod config;
 pub mod connlog;
 pub mod events;
@@ -51,9 +52,10 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::batch::Batched;
 use crate::config::{Config, InterfaceFilter};
 use crate::events::{EventKind, Events};
-use crate::feed::{DashboardFeed, RouterControl};
+use crate::feed::{ConnEvent, DashboardFeed, RouterControl};
 use crate::health::HealthProber;
 use crate::iface::{Discovery, InterfaceParams};
 use crate::manager::ConnectionManager;
@@ -130,7 +132,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         router,
         discovery.clone().recipient(),
         events.clone(),
-        feed.clone().map(Addr::recipient),
+        feed.as_ref().map(|(_, inbox)| inbox.clone()),
         conn_log,
     ));
     let listener_actor = SocksListener::new(
@@ -176,7 +178,7 @@ async fn start_dashboard(
     zerotier: Option<zerotier::ZtHandle>,
     token: &CancellationToken,
     tracker: &TaskTracker,
-) -> anyhow::Result<Addr<DashboardFeed>> {
+) -> anyhow::Result<(Addr<DashboardFeed>, Batched<ConnEvent>)> {
     let d = &config.dashboard;
     let listener = tokio::net::TcpListener::bind(d.listen)
         .await
@@ -204,7 +206,7 @@ async fn start_dashboard(
         tracing::warn!(listen = %local, "The dashboard listens beyond loopback; anyone who can reach it sees your connections.");
     }
     let (feed, rx) = DashboardFeed::new(manager, router.clone(), events);
-    let feed = feed.with_zerotier(zerotier).start();
+    let feed = feed.with_zerotier(zerotier).start_with_inbox();
     let ctx = netmix_web::WebContext {
         feed: rx,
         control: Arc::new(RouterControl(router)),

@@ -114,13 +114,19 @@ pub fn run_netmix(lab: &Lab, args: &[&str], config_toml: &str) -> Output {
     let mut argv: Vec<&str> = vec![bin.to_str().expect("utf-8 path")];
     argv.extend(args.iter().map(String::as_str));
     let out = command_in(lab.client_ns(), &argv)
-        .env("RUST_LOG", "info,netmix=debug")
+        .env("RUST_LOG", engine_log_filter())
         .env("XDG_STATE_HOME", temp_path("state"))
         .stdin(Stdio::null())
         .output()
         .expect("run netmix");
     let _ = std::fs::remove_file(&config_path);
     out
+}
+
+/// The engine's log filter: debug for tests (their assertions read the log), or
+/// `NETMIX_ENGINE_LOG` (benchmarks use the production default, `info`).
+fn engine_log_filter() -> String {
+    std::env::var("NETMIX_ENGINE_LOG").unwrap_or_else(|_| "info,netmix=debug".to_owned())
 }
 
 fn substitute(args: &[&str], config: &Path) -> Vec<String> {
@@ -149,7 +155,7 @@ impl Engine {
         let mut argv: Vec<&str> = vec![bin.to_str().expect("utf-8 path")];
         argv.extend(args.iter().map(String::as_str));
         let child = command_in(lab.client_ns(), &argv)
-            .env("RUST_LOG", "info,netmix=debug")
+            .env("RUST_LOG", engine_log_filter())
             // The dashboard token goes to a per-engine folder, not the user's home.
             .env("XDG_STATE_HOME", temp_path("state"))
             .stdin(Stdio::null())

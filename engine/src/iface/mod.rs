@@ -3,8 +3,9 @@
 //!
 //! Each `InterfaceActor` owns its interface's state and numbers. Whenever they change it sends an
 //! immutable [`InterfaceView`] to the [`ConnectionManager`](crate::manager::ConnectionManager),
-//! which publishes the set to the router. Relay tasks report connection events to the actor
-//! with `do_send`; they never wait on it.
+//! which publishes the set to the router. Connection tasks report their events through the
+//! view's [`Traffic`] queue (one actor wake-up per burst, see [`crate::batch`]) and failures
+//! with `do_send`; they never wait on the actor.
 
 pub mod bind;
 mod discovery;
@@ -19,6 +20,7 @@ use actix::prelude::*;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::batch::{Batched, Wake};
 use crate::config::Config;
 use crate::events::{EventKind, Events};
 use crate::health::state::{Health, HealthPolicy, HealthState, Transition};
@@ -96,8 +98,10 @@ pub struct InterfaceView {
     pub stats: InterfaceStats,
     /// Byte counters relays add to.
     pub live: Arc<LiveCounters>,
-    /// The actor to report connection events to.
+    /// The actor (probes report to it; the dashboard asks it for history).
     pub actor: Addr<InterfaceActor>,
+    /// Connection events for the actor, delivered in batches.
+    pub traffic: Batched<Traffic>,
 }
 
 impl InterfaceView {
@@ -213,15 +217,18 @@ pub struct Observed {
     pub outcome: Outcome,
 }
 
-/// A relay through this interface started.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ConnOpened;
-
-/// A relay through this interface ended.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct ConnClosed;
+/// What a client connection tells its interface (through [`InterfaceView::traffic`]).
+/// Failures go as [`Observed`] messages instead, so that health reacts at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// An outbound connect succeeded after this long (or was refused by the destination: the
+    /// link itself works).
+    Connected(Duration),
+    /// A relay started.
+    Opened,
+    /// A relay ended.
+    Closed,
+}
 
 /// Asks for the latency history: (age, microseconds) pairs, oldest first.
 #[derive(Message, Debug)]
@@ -252,6 +259,8 @@ pub struct InterfaceActor {
     events: Events,
     last_publish: Instant,
     publish_pending: bool,
+    /// A collection of the traffic queue is scheduled.
+    drain_pending: bool,
 }
 
 /// Counter-only changes are published at most this often.
@@ -289,6 +298,7 @@ impl InterfaceActor {
                 stats: InterfaceStats::default(),
                 live: Arc::new(LiveCounters::default()),
                 actor: ctx.address(),
+                traffic: Batched::new(ctx.address().recipient()),
             };
             Self {
                 view,
@@ -300,6 +310,7 @@ impl InterfaceActor {
                 events,
                 last_publish: now,
                 publish_pending: false,
+                drain_pending: false,
             }
         })
     }
@@ -487,23 +498,46 @@ impl Handler<Observed> for InterfaceActor {
     }
 }
 
-impl Handler<ConnOpened> for InterfaceActor {
+impl Handler<Wake> for InterfaceActor {
     type Result = ();
 
-    fn handle(&mut self, _: ConnOpened, ctx: &mut Self::Context) {
-        self.view.stats.active += 1;
-        self.publish_soon(ctx);
+    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
+        // Let the burst gather: one collection per PUBLISH_GAP at most.
+        if !self.drain_pending {
+            self.drain_pending = true;
+            ctx.run_later(PUBLISH_GAP, |act, ctx| act.drain_traffic(ctx));
+        }
     }
 }
 
-impl Handler<ConnClosed> for InterfaceActor {
-    type Result = ();
-
-    fn handle(&mut self, _: ConnClosed, ctx: &mut Self::Context) {
-        self.view.stats.active = self.view.stats.active.saturating_sub(1);
+impl InterfaceActor {
+    fn drain_traffic(&mut self, ctx: &mut Context<Self>) {
+        self.drain_pending = false;
+        let now = Instant::now();
+        let mut transition = None;
+        for event in self.view.traffic.take() {
+            match event {
+                Traffic::Connected(rtt) => {
+                    self.view.stats.successes += 1;
+                    self.latency.record(now, rtt);
+                    if let Some(t) = self.health.success(now) {
+                        transition = Some(t);
+                    }
+                }
+                Traffic::Opened => self.view.stats.active += 1,
+                Traffic::Closed => {
+                    self.view.stats.active = self.view.stats.active.saturating_sub(1);
+                }
+            }
+        }
         self.view.stats.bytes_up = self.view.live.bytes_up.load(Ordering::Relaxed);
         self.view.stats.bytes_down = self.view.live.bytes_down.load(Ordering::Relaxed);
-        self.publish_soon(ctx);
+        self.log_transition(transition, "connection succeeded");
+        if transition.is_some() {
+            self.publish();
+        } else {
+            self.publish_soon(ctx);
+        }
         self.stop_if_drained(ctx);
     }
 }

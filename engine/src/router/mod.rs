@@ -648,6 +648,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             stats: Default::default(),
             live: Default::default(),
+            traffic: crate::batch::Batched::new(actor.clone().recipient()),
             actor,
         })
     }

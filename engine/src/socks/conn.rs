@@ -16,13 +16,14 @@ use tokio::time::{Instant, timeout};
 
 use super::handshake::{self, Credentials, Reply, TargetAddr};
 use super::relay::relay;
+use crate::batch::Batched;
 use crate::config::{Config, UserConfig};
 use crate::connlog::{Attempt, CandidateStats, ConnLog, ConnRecord};
 use crate::events::unix_ms;
 use crate::events::{EventKind, Events};
 use crate::feed::ConnEvent;
 use crate::iface::bind::{ConnectError, connect_via};
-use crate::iface::{ConnClosed, ConnOpened, InterfaceView, Observed, Outcome, Rescan, Source};
+use crate::iface::{InterfaceView, Observed, Outcome, Rescan, Source, Traffic};
 use crate::router::{ConnMeta, Observation, Router, Stage};
 
 /// The accepted RFC 1929 users.
@@ -67,7 +68,7 @@ pub struct ServeContext {
     /// Failover events for the dashboard.
     pub events: Events,
     /// Connection records for the dashboard (None: no dashboard).
-    pub feed: Option<Recipient<ConnEvent>>,
+    pub feed: Option<Batched<ConnEvent>>,
     /// The connection log for learning (None: off).
     pub conn_log: Option<ConnLog>,
     /// Next connection id.
@@ -81,7 +82,7 @@ impl ServeContext {
         router: Arc<Router>,
         rescan: Recipient<Rescan>,
         events: Events,
-        feed: Option<Recipient<ConnEvent>>,
+        feed: Option<Batched<ConnEvent>>,
         conn_log: Option<ConnLog>,
     ) -> Self {
         Self {
@@ -185,6 +186,8 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     let record =
         |interface: Option<&str>, retries: usize, error: Option<String>| ConnEvent::Opened {
             id,
+            at: Instant::now(),
+            at_unix_ms: unix_ms(),
             client: peer.to_string(),
             destination: target.to_string(),
             interface: interface.map(str::to_owned),
@@ -223,7 +226,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
                 let why = error
                     .as_ref()
                     .map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
-                feed.do_send(record(
+                feed.send(record(
                     None,
                     decision.order.len().min(ctx.max_attempts),
                     Some(why),
@@ -250,7 +253,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     } = connected;
     ctx.router.remember(&meta, iface.id);
     if let Some(feed) = &ctx.feed {
-        feed.do_send(record(Some(&iface.name), failed.len(), None));
+        feed.send(record(Some(&iface.name), failed.len(), None));
     }
     if !failed.is_empty() {
         let tried: Vec<String> = failed.iter().map(|(n, e)| format!("{n} ({e})")).collect();
@@ -284,15 +287,15 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         return;
     }
     if !early_data.is_empty() && outbound.write_all(&early_data).await.is_err() {
-        iface.actor.do_send(ConnOpened);
-        iface.actor.do_send(ConnClosed);
+        iface.traffic.send(Traffic::Opened);
+        iface.traffic.send(Traffic::Closed);
         return;
     }
-    iface.actor.do_send(ConnOpened);
+    iface.traffic.send(Traffic::Opened);
     tracing::debug!(%peer, %target, iface = %iface.name, reason = %decision.reason, "Relaying.");
     let started = Instant::now();
     let totals = relay(&client, &outbound, &iface.live, ctx.idle_timeout).await;
-    iface.actor.do_send(ConnClosed);
+    iface.traffic.send(Traffic::Closed);
     if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
         r.attempts = failed
             .iter()
@@ -316,8 +319,9 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         log.log(r);
     }
     if let Some(feed) = &ctx.feed {
-        feed.do_send(ConnEvent::Closed {
+        feed.send(ConnEvent::Closed {
             id,
+            at: Instant::now(),
             bytes_up: totals.up,
             bytes_down: totals.down,
         });
@@ -387,7 +391,7 @@ async fn connect_with_failover(
                 let Ok((iface, elapsed, result)) = joined else { continue };
                 match result {
                     Ok(stream) => {
-                        iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Connected(elapsed) });
+                        iface.traffic.send(Traffic::Connected(elapsed));
                         for failed in soft_failures {
                             failed.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Failed });
                         }
@@ -398,7 +402,7 @@ async fn connect_with_failover(
                         if !error.is_interface_side() {
                             // The destination answered (refused): the link works, and another
                             // interface would hear the same answer.
-                            iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Connected(elapsed) });
+                            iface.traffic.send(Traffic::Connected(elapsed));
                             return Err(Some(error));
                         }
                         failures.push((iface.name.clone(), error.to_string()));

@@ -11,8 +11,10 @@
 //!   connections all to one link.
 //! - [`capacity`]: the `capacity` strategy (shares connections in proportion to each link's
 //!   measured capacity).
+//! - [`latency`]: the `latency` strategy (load-aware lowest latency).
 //!
-//! The `capacity` plugin wraps [`capacity::Capacity`].
+//! The `capacity` and `latency` plugins wrap [`capacity::Capacity`] and [`latency::Latency`].
 
 pub mod capacity;
+pub mod latency;
 pub mod ledger;

@@ -1,168 +1,219 @@
 //! The base strategy for traffic that is not for a ZeroTier network.
 //!
-//! A plugin cannot load another plugin, and linking `netmix-strategy-latency`'s rlib is not
-//! possible either: its `export_strategy!` root-module symbol would clash with this plugin's
-//! in the cdylib. So the `latency` plugin's scoring is restated here, same formula and options:
+//! A plugin cannot load another plugin, and it cannot link another plugin crate either (both
+//! would export the abi_stable root-module symbol), so the base strategies come from
+//! `netmix-strategy-kit`, the same code the `capacity` and `latency` plugins run:
 //!
-//! ```text
-//! score = latency EWMA × (1 + active connections) × (degraded_penalty if Degraded)
-//! ```
+//! - `capacity` (default): new connections shared in proportion to each link's measured
+//!   capacity ([`netmix_strategy_kit::capacity`]); options in `[strategies.zerotier.capacity]`.
+//! - `latency`: load-aware lowest latency ([`netmix_strategy_kit::latency`]); options in
+//!   `[strategies.zerotier.latency]`.
+//! - `lowest-id`: the usable interface with the lowest id (predictable; for tests and simple
+//!   setups).
 //!
-//! An interface without a sample scores with the median EWMA of the others (50 ms when none
-//! has one); scores within `tolerance_pct` of the best are a tie, broken by fewest active
-//! connections, then lowest id.
+//! `capacity` and `latency` count their own connections in flight, so the plugin forwards every
+//! `observe` to the base. A connection sent to an exit node is counted on the base's first
+//! choice (its fallback) until `Connected` moves it to the interface it really went through.
 
-use netmix_plugin_api::{Choice, InterfaceSnapshot, LinkState, StrategyError};
+use netmix_plugin_api::{Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError};
+use netmix_strategy_kit::capacity::{Capacity, CapacityConfig};
+use netmix_strategy_kit::latency::{Latency, LatencyConfig};
 
-/// The latency assumed when no interface has a sample yet, microseconds.
-pub const DEFAULT_UNKNOWN_LATENCY_US: u32 = 50_000;
-
-/// Options of the `latency` base (the `latency` plugin's options).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LatencyConfig {
-    /// Scores within this many percent of the best are a tie (broken by load, then id).
-    pub tolerance_pct: f64,
-    /// Score multiplier for interfaces in state `Degraded`.
-    pub degraded_penalty: f64,
+/// The `base` option: which strategy orders traffic that is not for a ZeroTier network.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Base {
+    /// Shares connections in proportion to each link's measured capacity (the `capacity`
+    /// plugin's scoring).
+    #[default]
+    Capacity,
+    /// Load-aware lowest latency (the `latency` plugin's scoring).
+    Latency,
+    /// The usable interface with the lowest id (predictable; for tests and simple setups).
+    LowestId,
 }
 
-impl Default for LatencyConfig {
-    fn default() -> Self {
-        Self {
-            tolerance_pct: 10.0,
-            degraded_penalty: 2.0,
+impl Base {
+    /// The option's value, as written in the config and in reasons (`base capacity: …`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Capacity => "capacity",
+            Self::Latency => "latency",
+            Self::LowestId => "lowest-id",
         }
     }
 }
 
-impl LatencyConfig {
-    /// Checks the ranges the `latency` plugin checks.
+/// Prefixes an [`StrategyError::InvalidConfig`] message with its options table, so that the
+/// user knows where to look (`latency.tolerance_pct must be …`).
+fn in_table(table: &str, error: StrategyError) -> StrategyError {
+    match error {
+        StrategyError::InvalidConfig(msg) => {
+            StrategyError::invalid_config(format!("{table}.{msg}"))
+        }
+        other => other,
+    }
+}
+
+/// A running base strategy.
+#[derive(Debug)]
+pub enum BaseStrategy {
+    /// See [`Base::Capacity`].
+    Capacity(Capacity),
+    /// See [`Base::Latency`].
+    Latency(Latency),
+    /// See [`Base::LowestId`].
+    LowestId,
+}
+
+impl Default for BaseStrategy {
+    fn default() -> Self {
+        Self::Capacity(Capacity::default())
+    }
+}
+
+impl BaseStrategy {
+    /// The base strategy `base`, with its options. Both option tables are checked, the unused
+    /// one too, so that a mistake does not lie in wait for the day the base changes.
     ///
     /// # Errors
-    /// [`StrategyError::InvalidConfig`] naming the bad option.
-    pub fn validate(&self) -> Result<(), StrategyError> {
-        if !(0.0..=1000.0).contains(&self.tolerance_pct) {
-            return Err(StrategyError::invalid_config(format!(
-                "latency.tolerance_pct must be between 0 and 1000, got {}",
-                self.tolerance_pct
-            )));
-        }
-        if !(self.degraded_penalty >= 1.0 && self.degraded_penalty.is_finite()) {
-            return Err(StrategyError::invalid_config(format!(
-                "latency.degraded_penalty must be a number >= 1, got {}",
-                self.degraded_penalty
-            )));
-        }
-        Ok(())
+    /// [`StrategyError::InvalidConfig`] naming the bad option (`capacity.unit_bytes …`).
+    pub fn new(
+        base: Base,
+        capacity: CapacityConfig,
+        latency: LatencyConfig,
+    ) -> Result<Self, StrategyError> {
+        capacity.validate().map_err(|e| in_table("capacity", e))?;
+        latency.validate().map_err(|e| in_table("latency", e))?;
+        Ok(match base {
+            Base::Capacity => Self::Capacity(Capacity::new(capacity)),
+            Base::Latency => Self::Latency(Latency::new(latency)),
+            Base::LowestId => Self::LowestId,
+        })
     }
-}
 
-/// Orders `usable` by score, best first, with the `latency` plugin's reason for the first.
-///
-/// # Errors
-/// [`StrategyError::NoCandidate`] when `usable` is empty.
-pub fn latency_order(
-    config: &LatencyConfig,
-    usable: &[&InterfaceSnapshot],
-) -> Result<Choice, StrategyError> {
-    if usable.is_empty() {
-        return Err(StrategyError::NoCandidate);
+    /// Which base this is.
+    pub fn base(&self) -> Base {
+        match self {
+            Self::Capacity(_) => Base::Capacity,
+            Self::Latency(_) => Base::Latency,
+            Self::LowestId => Base::LowestId,
+        }
     }
-    let mut known: Vec<u32> = usable
-        .iter()
-        .filter_map(|i| i.latency_ewma_us.into_option())
-        .collect();
-    known.sort_unstable();
-    let neutral = known
-        .get(known.len() / 2)
-        .copied()
-        .unwrap_or(DEFAULT_UNKNOWN_LATENCY_US);
-    let mut scored: Vec<(&InterfaceSnapshot, u32, bool, f64)> = usable
-        .iter()
-        .map(|&i| {
-            let measured = i.latency_ewma_us.is_some();
-            let latency = i.latency_ewma_us.unwrap_or(neutral).max(1);
-            let penalty = if i.state == LinkState::Degraded {
-                config.degraded_penalty
-            } else {
-                1.0
-            };
-            let score = f64::from(latency) * (1.0 + f64::from(i.active_conns)) * penalty;
-            (i, latency, measured, score)
-        })
-        .collect();
-    let best = scored.iter().map(|s| s.3).fold(f64::INFINITY, f64::min);
-    let tie = best * (1.0 + config.tolerance_pct / 100.0);
-    scored.sort_by(|a, b| {
-        let (at, bt) = (a.3 <= tie, b.3 <= tie);
-        bt.cmp(&at).then_with(|| {
-            if at && bt {
-                a.0.active_conns.cmp(&b.0.active_conns)
-            } else {
-                a.3.total_cmp(&b.3)
+
+    /// Orders `usable` (already filtered: usable, not tried, not ZeroTier) for `conn`, best
+    /// first; the reason names the base (`base capacity: …`).
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when `usable` is empty.
+    pub fn order(
+        &self,
+        usable: &[&InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError> {
+        let choice = match self {
+            Self::Capacity(s) => s.pick_among(usable, conn)?,
+            Self::Latency(s) => s.pick_among(usable, conn)?,
+            Self::LowestId => {
+                let first = usable
+                    .iter()
+                    .min_by_key(|i| i.id)
+                    .ok_or(StrategyError::NoCandidate)?;
+                let mut ids: Vec<u32> = usable.iter().map(|i| i.id).collect();
+                ids.sort_unstable();
+                Choice::new(ids, format!("lowest id {}", first.name))
             }
-            .then(a.0.id.cmp(&b.0.id))
+        };
+        Ok(Choice {
+            reason: format!("base {}: {}", self.base().name(), choice.reason).into(),
+            ..choice
         })
-    });
-    let (first, latency, measured, _) = scored[0];
-    let reason = format!(
-        "latency {}{:.1}ms×(1+{} active){}",
-        if measured { "" } else { "~" },
-        f64::from(latency) / 1000.0,
-        first.active_conns,
-        if first.state == LinkState::Degraded {
-            " degraded"
-        } else {
-            ""
-        },
-    );
-    Ok(Choice::new(
-        scored.iter().map(|s| s.0.id).collect::<Vec<_>>(),
-        reason,
-    ))
+    }
+
+    /// Feedback from the engine, for the bases that count their connections in flight.
+    pub fn observe(&self, outcome: &ConnOutcome) {
+        match self {
+            Self::Capacity(s) => s.observe(outcome),
+            Self::Latency(s) => s.observe(outcome),
+            Self::LowestId => {}
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use abi_stable::std_types::RSome;
+    use netmix_plugin_api::abi_stable::std_types::RSome;
 
     use super::*;
 
+    fn iface(id: u32, latency_ms: u32) -> InterfaceSnapshot {
+        let mut s = InterfaceSnapshot::new(id, &format!("wan{id}"));
+        s.latency_ewma_us = RSome(latency_ms * 1000);
+        s
+    }
+
+    fn conn() -> ConnMeta {
+        ConnMeta::for_host("example.com", 443)
+    }
+
     #[test]
-    fn same_order_as_the_latency_plugin() {
-        let mk = |id: u32, ms: Option<u32>, active: u32| {
-            let mut s = InterfaceSnapshot::new(id, "x");
-            if let Some(ms) = ms {
-                s.latency_ewma_us = RSome(ms * 1000);
-            }
-            s.active_conns = active;
-            s
+    fn each_base_orders_and_names_itself() {
+        let ifs = [iface(3, 40), iface(1, 20), iface(2, 5)];
+        let usable: Vec<&InterfaceSnapshot> = ifs.iter().collect();
+        let new = |base| {
+            BaseStrategy::new(base, CapacityConfig::default(), LatencyConfig::default()).unwrap()
         };
-        let c = LatencyConfig::default();
-        let ifs = [mk(1, Some(40), 0), mk(2, Some(5), 0), mk(3, Some(20), 0)];
-        let r = latency_order(&c, &ifs.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!(r.order.as_slice(), &[2, 3, 1]);
-        assert_eq!(r.reason.as_str(), "latency 5.0ms×(1+0 active)");
-        let ifs = [mk(1, Some(5), 4), mk(2, Some(20), 0), mk(3, None, 0)];
-        let r = latency_order(&c, &ifs.iter().collect::<Vec<_>>()).unwrap();
-        assert_eq!(r.order.as_slice(), &[2, 3, 1]);
-        assert!(latency_order(&c, &[]).is_err());
-        assert!(
-            LatencyConfig {
-                tolerance_pct: -1.0,
-                ..c.clone()
-            }
-            .validate()
-            .is_err()
+        let c = new(Base::Latency).order(&usable, &conn()).unwrap();
+        assert_eq!(c.order.as_slice(), &[2, 1, 3]);
+        assert_eq!(
+            c.reason.as_str(),
+            "base latency: latency 5.0ms×(1+0 active)"
+        );
+        let c = new(Base::Capacity).order(&usable, &conn()).unwrap();
+        assert_eq!(
+            c.order.as_slice(),
+            &[2, 1, 3],
+            "nothing measured: latency breaks ties"
         );
         assert!(
-            LatencyConfig {
-                degraded_penalty: 0.5,
-                ..c
-            }
-            .validate()
-            .is_err()
+            c.reason.starts_with("base capacity: capacity: wan2"),
+            "{}",
+            c.reason
+        );
+        let c = new(Base::LowestId).order(&usable, &conn()).unwrap();
+        assert_eq!(c.order.as_slice(), &[1, 2, 3]);
+        assert_eq!(c.reason.as_str(), "base lowest-id: lowest id wan1");
+        for base in [Base::Capacity, Base::Latency, Base::LowestId] {
+            assert_eq!(
+                new(base).order(&[], &conn()).unwrap_err(),
+                StrategyError::NoCandidate
+            );
+        }
+    }
+
+    #[test]
+    fn bad_options_name_their_table() {
+        let bad_latency = LatencyConfig {
+            tolerance_pct: -1.0,
+            ..Default::default()
+        };
+        let e =
+            BaseStrategy::new(Base::Capacity, CapacityConfig::default(), bad_latency).unwrap_err();
+        assert_eq!(
+            e,
+            StrategyError::invalid_config(
+                "latency.tolerance_pct must be between 0 and 1000, got -1"
+            )
+        );
+        let bad_capacity = CapacityConfig {
+            unit_bytes: 0,
+            ..Default::default()
+        };
+        let e =
+            BaseStrategy::new(Base::Latency, bad_capacity, LatencyConfig::default()).unwrap_err();
+        assert_eq!(
+            e,
+            StrategyError::invalid_config("capacity.unit_bytes must be at least 1")
         );
     }
 }

@@ -14,17 +14,22 @@
 //!    allow_default_route` in netmix's config, node online) goes first; the base strategy's
 //!    order follows as fallback.
 //! 3. **Everything else**: the base strategy over the non-ZeroTier interfaces only; reason
-//!    `base latency: …`. A ZeroTier interface never appears in this order, not even as a
-//!    fallback (the engine, too, never appends ZeroTier interfaces on its own).
+//!    `base capacity: …` (or `base latency: …`, `base lowest-id: …`). A ZeroTier interface
+//!    never appears in this order, not even as a fallback (the engine, too, never appends
+//!    ZeroTier interfaces on its own).
 //!
-//! A plugin cannot load another plugin, so the base strategy runs inside this one: `latency`
-//! (the default; the `latency` plugin's scoring, see [`base`]) or `lowest-id`.
+//! A plugin cannot load another plugin, so the base strategy runs inside this one, from
+//! `netmix-strategy-kit` (see [`base`]): `capacity` (the default; the `capacity` plugin's
+//! scoring), `latency` (the `latency` plugin's scoring) or `lowest-id`. `capacity` and
+//! `latency` count their own connections in flight; `observe` is forwarded to them.
 //!
 //! Options (TOML):
 //!
 //! ```toml
 //! [strategies.zerotier]
-//! base = "latency"          # or "lowest-id"
+//! base = "capacity"         # or "latency", "lowest-id"
+//! [strategies.zerotier.capacity]
+//! unit_bytes = 1048576      # the capacity strategy's own options
 //! [strategies.zerotier.latency]
 //! tolerance_pct = 10        # the latency strategy's own options
 //! ```
@@ -36,31 +41,13 @@
 
 pub mod base;
 
-use base::{LatencyConfig, latency_order};
+use base::{Base, BaseStrategy};
 use netmix_plugin_api::{
-    Choice, ConnMeta, InterfaceKind, InterfaceSnapshot, IpAddrC, IpNetC, StrategyError,
-    StrategyImpl, ZeroTierInfo, candidates, parse_options,
+    Choice, ConnMeta, ConnOutcome, InterfaceKind, InterfaceSnapshot, IpAddrC, IpNetC,
+    StrategyError, StrategyImpl, ZeroTierInfo, candidates, parse_options,
 };
-
-/// The base strategy for traffic that is not for a ZeroTier network.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Base {
-    /// Load-aware lowest latency (the `latency` plugin's scoring).
-    #[default]
-    Latency,
-    /// The usable interface with the lowest id (predictable; for tests and simple setups).
-    LowestId,
-}
-
-impl Base {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Latency => "latency",
-            Self::LowestId => "lowest-id",
-        }
-    }
-}
+use netmix_strategy_kit::capacity::CapacityConfig;
+use netmix_strategy_kit::latency::LatencyConfig;
 
 /// Options of the `zerotier` strategy.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -68,15 +55,16 @@ impl Base {
 pub struct ZeroTierOptions {
     /// The strategy for everything that is not a ZeroTier destination.
     pub base: Base,
-    /// Options of the `latency` base strategy.
+    /// Options of the `capacity` base strategy (`[strategies.zerotier.capacity]`).
+    pub capacity: CapacityConfig,
+    /// Options of the `latency` base strategy (`[strategies.zerotier.latency]`).
     pub latency: LatencyConfig,
 }
 
 /// The ZeroTier-aware strategy.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ZeroTier {
-    base: Base,
-    latency: LatencyConfig,
+    base: BaseStrategy,
 }
 
 /// A ZeroTier interface's claim on a destination.
@@ -118,33 +106,18 @@ impl ZeroTier {
     /// Builds the strategy from its options (TOML text).
     ///
     /// # Errors
-    /// [`StrategyError::InvalidConfig`] on unknown keys, an unknown base or bad latency options.
+    /// [`StrategyError::InvalidConfig`] on unknown keys, an unknown base or bad options of a
+    /// base strategy.
     pub fn from_options(options_toml: &str) -> Result<Self, StrategyError> {
         let options: ZeroTierOptions = parse_options(options_toml)?;
-        options.latency.validate()?;
         Ok(Self {
-            base: options.base,
-            latency: options.latency,
+            base: BaseStrategy::new(options.base, options.capacity, options.latency)?,
         })
     }
 
-    fn base_order(&self, others: Vec<&InterfaceSnapshot>) -> Result<Choice, StrategyError> {
-        let choice = match self.base {
-            Base::Latency => latency_order(&self.latency, &others)?,
-            Base::LowestId => {
-                let mut ids: Vec<u32> = others.iter().map(|i| i.id).collect();
-                ids.sort_unstable();
-                let first = others
-                    .iter()
-                    .find(|i| Some(i.id) == ids.first().copied())
-                    .ok_or(StrategyError::NoCandidate)?;
-                Choice::new(ids, format!("lowest id {}", first.name))
-            }
-        };
-        Ok(Choice {
-            reason: format!("base {}: {}", self.base.name(), choice.reason).into(),
-            ..choice
-        })
+    /// The base strategy for traffic that is not for a ZeroTier network.
+    pub fn base(&self) -> Base {
+        self.base.base()
     }
 }
 
@@ -200,7 +173,7 @@ impl StrategyImpl for ZeroTier {
         let base = if others.is_empty() {
             None
         } else {
-            Some(self.base_order(others)?)
+            Some(self.base.order(&others, conn)?)
         };
         if let Some(exit) = exits.first() {
             let mut order: Vec<u32> = exits.iter().map(|m| m.iface.id).collect();
@@ -217,11 +190,16 @@ impl StrategyImpl for ZeroTier {
         // 3. Everything else: the base strategy, never a ZeroTier interface.
         base.ok_or(StrategyError::NoCandidate)
     }
+
+    fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
+        self.base.observe(outcome);
+        Ok(())
+    }
 }
 
 netmix_plugin_api::export_strategy! {
     name: "zerotier",
-    description: "ZeroTier destinations through their network's interface (longest prefix); the rest by a base strategy (latency), never through ZeroTier unless an allowed exit node.",
+    description: "ZeroTier destinations through their network's interface (longest prefix); the rest by a base strategy (capacity by default), never through ZeroTier unless an allowed exit node.",
     new: ZeroTier::from_options,
 }
 
@@ -230,7 +208,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use abi_stable::std_types::{RNone, RSome, RVec};
-    use netmix_plugin_api::{ExtFields, LinkState, ZtRoute};
+    use netmix_plugin_api::{ExtFields, LinkState, OutcomeStage, ZtRoute};
 
     use super::*;
 
@@ -279,6 +257,24 @@ mod tests {
         ConnMeta::for_addr(Ipv4Addr::from(a), 80)
     }
 
+    /// The strategy with the `latency` base, whose order on [`lab`] is wan2 (10 ms), wan1.
+    fn with_latency_base() -> ZeroTier {
+        ZeroTier::from_options("base = \"latency\"").unwrap()
+    }
+
+    fn report(conn: ConnMeta, interface: u32, stage: OutcomeStage) -> ConnOutcome {
+        ConnOutcome {
+            interface,
+            conn,
+            stage,
+            connect_us: 1,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_us: 0,
+            ext: ExtFields::new(),
+        }
+    }
+
     fn lab() -> Vec<InterfaceSnapshot> {
         vec![
             phys(1, 20),
@@ -320,7 +316,7 @@ mod tests {
 
     #[test]
     fn other_traffic_never_gets_a_zerotier_interface() {
-        let s = ZeroTier::default();
+        let s = with_latency_base();
         let c = s.pick(&lab(), &to([198, 19, 0, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[2, 1], "latency order, no zt");
         assert!(
@@ -341,7 +337,7 @@ mod tests {
 
     #[test]
     fn a_network_that_is_not_ok_or_down_loses_its_routes() {
-        let s = ZeroTier::default();
+        let s = with_latency_base();
         let mut ifs = lab();
         ifs[3].zerotier = RSome(info(
             "bbbbbbbbbbbbbbbb",
@@ -362,7 +358,7 @@ mod tests {
 
     #[test]
     fn exit_node_only_when_the_snapshot_allows_it() {
-        let s = ZeroTier::default();
+        let s = with_latency_base();
         let mut ifs = lab();
         let mut exit = info(
             "cccccccccccccccc",
@@ -407,6 +403,19 @@ mod tests {
         assert!(
             ZeroTier::from_options("base = \"latency\"\n[latency]\ntolerance_pct = 5.0").is_ok()
         );
+        assert_eq!(ZeroTier::default().base(), Base::Capacity);
+        assert_eq!(ZeroTier::from_options("").unwrap().base(), Base::Capacity);
+        let e = ZeroTier::from_options("[capacity]\nunit_bytes = 0").unwrap_err();
+        assert_eq!(
+            e,
+            StrategyError::invalid_config("capacity.unit_bytes must be at least 1")
+        );
+        assert!(ZeroTier::from_options("[capacity]\nunit = 1").is_err());
+        let s = ZeroTier::from_options(
+            "base = \"capacity\"\n[capacity]\nunit_bytes = 65536\ndegraded_penalty = 3.0",
+        )
+        .unwrap();
+        assert_eq!(s.base(), Base::Capacity);
         let only_zt = vec![lab().remove(2)];
         assert_eq!(
             ZeroTier::default()
@@ -414,5 +423,68 @@ mod tests {
                 .unwrap_err(),
             StrategyError::NoCandidate
         );
+    }
+
+    #[test]
+    fn the_capacity_base_shares_other_traffic_by_measured_capacity() {
+        let s = ZeroTier::default();
+        let mut ifs = lab();
+        ifs[0].ext.set("peak_down_bps", "20000000");
+        ifs[1].ext.set("peak_down_bps", "60000000");
+        // The ZeroTier interfaces are the fastest: the base must not see them at all.
+        ifs[2].ext.set("peak_down_bps", "900000000");
+        let mut counts = [0; 5];
+        for port in 0..24 {
+            let mut conn = to([198, 19, 0, 1]);
+            conn.client_port = port;
+            let c = s.pick(&ifs, &conn).unwrap();
+            assert!(c.order.iter().all(|id| *id == 1 || *id == 2), "{c:?}");
+            assert!(
+                c.reason.starts_with("base capacity: capacity: wan"),
+                "{}",
+                c.reason
+            );
+            counts[c.first().unwrap() as usize] += 1;
+        }
+        // 20:60 of 24 is 6 : 18, all picked before the engine counts any of them.
+        assert!((5..=7).contains(&counts[1]), "{counts:?}");
+        assert!((17..=19).contains(&counts[2]), "{counts:?}");
+    }
+
+    #[test]
+    fn observe_reaches_the_base_ledger() {
+        for base in ["capacity", "latency"] {
+            let s = ZeroTier::from_options(&format!("base = \"{base}\"")).unwrap();
+            let ifs = lab();
+            let mut conn = to([198, 19, 0, 1]);
+            conn.client_port = 1;
+            let first = s.pick(&ifs, &conn).unwrap().first().unwrap();
+            let mut other = to([198, 19, 0, 1]);
+            other.client_port = 2;
+            // One in flight on `first`: the next connection goes to the other link.
+            let second = s.pick(&ifs, &other).unwrap().first().unwrap();
+            assert_ne!(second, first, "{base}");
+            s.observe(&report(other.clone(), second, OutcomeStage::ConnectFailed))
+                .unwrap();
+            s.observe(&report(conn.clone(), first, OutcomeStage::Closed))
+                .unwrap();
+            // Nothing in flight any more: the first choice again.
+            assert_eq!(s.pick(&ifs, &other).unwrap().first(), Some(first), "{base}");
+            // ZeroTier destinations do not go through the base: their reports change nothing
+            // there (`other` is still in flight on `first`).
+            let mut zt_conn = to([10, 147, 20, 5]);
+            zt_conn.client_port = 3;
+            assert_eq!(s.pick(&ifs, &zt_conn).unwrap().first(), Some(4));
+            s.observe(&report(zt_conn.clone(), 4, OutcomeStage::Connected))
+                .unwrap();
+            s.observe(&report(zt_conn, 4, OutcomeStage::Closed))
+                .unwrap();
+            conn.client_port = 4;
+            assert_eq!(s.pick(&ifs, &conn).unwrap().first(), Some(second), "{base}");
+        }
+        let lowest = ZeroTier::from_options("base = \"lowest-id\"").unwrap();
+        lowest
+            .observe(&report(to([198, 19, 0, 1]), 1, OutcomeStage::Closed))
+            .unwrap();
     }
 }

@@ -482,6 +482,21 @@ pub struct ConnOutcome {
 }
 
 impl ConnOutcome {
+    /// A report of `stage` for `conn` through `interface`, with no timings or byte counts yet
+    /// (set the fields that apply).
+    pub fn new(interface: u32, conn: ConnMeta, stage: OutcomeStage) -> Self {
+        Self {
+            interface,
+            conn,
+            stage,
+            connect_us: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_us: 0,
+            ext: ExtFields::new(),
+        }
+    }
+
     /// Whether the connect succeeded (`Connected` or `Closed`).
     pub fn succeeded(&self) -> bool {
         self.stage != OutcomeStage::ConnectFailed

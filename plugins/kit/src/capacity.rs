@@ -233,16 +233,7 @@ mod tests {
         let s = Capacity::new(CapacityConfig::default());
         let ifs = [iface(0, 10, 5), iface(1, 10, 5)];
         let first = s.pick(&ifs, &conn(1)).unwrap().first().unwrap();
-        let outcome = ConnOutcome {
-            interface: first,
-            conn: conn(1),
-            stage: OutcomeStage::Closed,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: Default::default(),
-        };
+        let outcome = ConnOutcome::new(first, conn(1), OutcomeStage::Closed);
         s.observe(&outcome);
         assert!(s.ledger().is_empty());
         // Equal links, nothing in flight: the same (lowest id) link again.

@@ -311,16 +311,7 @@ mod tests {
     fn observe_releases_and_moves() {
         let l = Latency::default();
         let ifs = [iface(0, Some(10), 0), iface(1, Some(10), 0)];
-        let report = |port, interface, stage| ConnOutcome {
-            interface,
-            conn: conn(port),
-            stage,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: Default::default(),
-        };
+        let report = |port, interface, stage| ConnOutcome::new(interface, conn(port), stage);
         assert_eq!(l.pick(&ifs, &conn(1)).unwrap().first(), Some(0));
         // Failover took it to 1 instead.
         l.observe(&report(1, 1, OutcomeStage::Connected));

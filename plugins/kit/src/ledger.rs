@@ -222,16 +222,7 @@ mod tests {
     }
 
     fn outcome(port: u16, interface: u32, stage: OutcomeStage) -> ConnOutcome {
-        ConnOutcome {
-            interface,
-            conn: conn(port),
-            stage,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: Default::default(),
-        }
+        ConnOutcome::new(interface, conn(port), stage)
     }
 
     fn record(ledger: &Ledger, port: u16, iface: u32) {

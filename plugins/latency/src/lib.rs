@@ -99,16 +99,7 @@ mod tests {
         conn.client_port = 1;
         let first = l.pick(&ifs, &conn).unwrap().first().unwrap();
         assert_eq!(l.0.ledger().in_flight(first), 1);
-        let outcome = ConnOutcome {
-            interface: first,
-            conn,
-            stage: OutcomeStage::Closed,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: Default::default(),
-        };
+        let outcome = ConnOutcome::new(first, conn, OutcomeStage::Closed);
         l.observe(&outcome).unwrap();
         assert!(l.0.ledger().is_empty());
     }

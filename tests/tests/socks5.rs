@@ -453,3 +453,82 @@ async fn sigterm_stops_gracefully() {
         engine.logs()
     );
 }
+
+/// An echo round trip through netmix; the open connection on success.
+async fn echo_through(lab: &Lab, socks: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = lab.connect_client(socks).await;
+    let r = socks5_connect(s, target(ECHO_PORT), None).await?;
+    if r.code != 0 {
+        return Err(std::io::Error::other(format!("SOCKS reply {}", r.code)));
+    }
+    let mut s = r.stream;
+    s.write_all(b"x").await?;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await?;
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_fits_the_open_files_limit_and_clients_past_it_wait() {
+    let lab = std::sync::Arc::new(Lab::with_links(1));
+    let _servers = lab.start_servers().await;
+    // 512 descriptors: netmix keeps an eighth (64) for itself and needs 2 per connection, so it
+    // serves (512 - 64) / 2 = 224 at once, not the configured 4096.
+    let bin = netmix_integration::netmix_bin();
+    let engine = netmix_integration::Engine::spawn_program(
+        &lab,
+        std::path::Path::new("/usr/bin/prlimit"),
+        &[
+            "--nofile=512:512",
+            bin.to_str().unwrap(),
+            "run",
+            "--config",
+            "{config}",
+        ],
+        &config("\"wan0\"", ""),
+    );
+    let socks = engine.socks_addr();
+    // (The port may accept a moment before the listener actor has logged its cap.)
+    assert_eventually_async!(
+        {
+            let logs = engine.logs();
+            logs.contains("more than the open-files limit allows") && logs.contains("using=224")
+        },
+        "{}",
+        engine.logs()
+    );
+
+    let mut held = Vec::new();
+    for k in 0..224 {
+        let s = echo_through(&lab, socks)
+            .await
+            .unwrap_or_else(|e| panic!("connection {k} of 224: {e}"));
+        held.push(s);
+    }
+    // Past the cap, clients wait in the backlog: no error, no answer yet.
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let lab = lab.clone();
+            tokio::spawn(async move { echo_through(&lab, socks).await.map(drop) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        waiting.iter().all(|w| !w.is_finished()),
+        "clients past the cap wait instead of failing"
+    );
+    // As connections close, the waiting clients are served.
+    held.truncate(220);
+    for w in waiting {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("served once room was made")
+            .unwrap()
+            .expect("a waiting client is relayed normally");
+    }
+    assert!(
+        !engine.logs().contains("Too many open files"),
+        "{}",
+        engine.logs()
+    );
+}

@@ -73,6 +73,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {listen} (socks.listen)"))?;
     let local = listener.local_addr().context("listener address")?;
+    socks::listener::nodelay_for_accepted(&listener);
 
     let events = Events::new();
     // Subscribed before anything can happen, so the dashboard sees start-up events too.

@@ -111,7 +111,9 @@ impl ServeContext {
 /// Serves one client from handshake to close. Never panics; every failure is logged at debug
 /// and, where the protocol allows, answered with the right reply code.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContext>) {
-    let _ = client.set_nodelay(true);
+    if !super::listener::ACCEPTED_INHERIT_NODELAY {
+        let _ = client.set_nodelay(true);
+    }
     let creds = ctx.users.as_ref().map(|u| u as &dyn Credentials);
     let request = match timeout(
         ctx.handshake_timeout,

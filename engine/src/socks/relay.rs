@@ -43,6 +43,7 @@ pub async fn relay(
     let activity = Activity {
         start,
         last_ms: AtomicU64::new(0),
+        ended: std::sync::atomic::AtomicU8::new(0),
     };
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
@@ -71,13 +72,26 @@ pub async fn relay(
     }
 }
 
-/// When data last moved, for the idle deadline.
+/// What the two directions share: when data last moved (for the idle deadline), and how many
+/// have ended.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    /// Directions that reached end of stream.
+    ended: std::sync::atomic::AtomicU8,
 }
 
 impl Activity {
+    /// `src` finished sending: pass the half-close on to `dst`, unless the other direction has
+    /// already ended too — then both sockets are about to be closed, and closing sends the FIN
+    /// (one system call fewer per connection). A peer that is already gone makes the shutdown
+    /// fail, which is no error for the relay.
+    fn pass_end_of_stream(&self, dst: &TcpStream) {
+        if self.ended.fetch_add(1, Ordering::AcqRel) == 0 {
+            let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+        }
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -118,7 +132,7 @@ async fn pump(
             buf = Vec::new();
             match splice_burst(src, dst, pipe, moved, total, activity).await? {
                 Burst::Ended => {
-                    let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                    activity.pass_end_of_stream(dst);
                     return Ok(());
                 }
                 Burst::Drained => continue,
@@ -130,9 +144,7 @@ async fn pump(
         buf.clear();
         match src.try_read_buf(&mut buf) {
             Ok(0) => {
-                // The peer finished sending: pass the half-close on. A peer that is already
-                // gone makes this fail, which is no error for the relay.
-                let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
+                activity.pass_end_of_stream(dst);
                 return Ok(());
             }
             Ok(n) => {

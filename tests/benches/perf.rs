@@ -205,7 +205,7 @@ async fn bench_a(direct: Path, via: Path, pid: u32) {
     let rounds: usize = std::env::var("NETMIX_BENCH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(7);
+        .unwrap_or(11);
     let mut rates = [Vec::new(), Vec::new()];
     let mut netmix_cpu = Duration::ZERO;
     for round in 0..rounds {

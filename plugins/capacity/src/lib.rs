@@ -20,6 +20,7 @@
 use netmix_plugin_api::{
     Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError, StrategyImpl, parse_options,
 };
+use netmix_strategy_kit::Scorer;
 use netmix_strategy_kit::capacity::Capacity as CapacityScoring;
 
 pub use netmix_strategy_kit::capacity::CapacityConfig;

@@ -23,9 +23,10 @@
 //! - A Degraded link's expected completion is doubled (option `degraded_penalty`).
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError, candidates,
+    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError,
 };
 
+use crate::Scorer;
 use crate::ledger::Ledger;
 
 /// Options (`[strategies.capacity]`).
@@ -101,25 +102,14 @@ impl Capacity {
         &self.ledger
     }
 
-    /// Orders the usable interfaces for `conn` (see [`netmix_plugin_api::candidates`]),
-    /// soonest expected completion first, and counts the connection on the first.
-    ///
-    /// # Errors
-    /// [`StrategyError::NoCandidate`] when no interface is usable.
-    pub fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        let usable: Vec<&InterfaceSnapshot> = candidates(interfaces, conn).collect();
-        self.pick_among(&usable, conn)
+    /// Feedback from the engine: keeps the in-flight ledger up to date.
+    pub fn observe(&self, outcome: &ConnOutcome) {
+        self.ledger.observe(outcome);
     }
+}
 
-    /// Like [`Capacity::pick`], over interfaces the caller has already filtered.
-    ///
-    /// # Errors
-    /// [`StrategyError::NoCandidate`] when `usable` is empty.
-    pub fn pick_among(
+impl Scorer for Capacity {
+    fn pick_among(
         &self,
         usable: &[&InterfaceSnapshot],
         conn: &ConnMeta,
@@ -180,11 +170,6 @@ impl Capacity {
             scored.iter().map(|s| s.1.id).collect::<Vec<_>>(),
             reason,
         ))
-    }
-
-    /// Feedback from the engine: keeps the in-flight ledger up to date.
-    pub fn observe(&self, outcome: &ConnOutcome) {
-        self.ledger.observe(outcome);
     }
 }
 

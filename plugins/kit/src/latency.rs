@@ -22,9 +22,10 @@
 //!   their EWMAs.
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError, candidates,
+    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError,
 };
 
+use crate::Scorer;
 use crate::ledger::Ledger;
 
 /// The latency assumed when no interface has a sample yet, microseconds.
@@ -123,25 +124,14 @@ impl Latency {
         &self.ledger
     }
 
-    /// Orders the usable interfaces for `conn` (see [`netmix_plugin_api::candidates`]), lowest
-    /// score first, and counts the connection on the first.
-    ///
-    /// # Errors
-    /// [`StrategyError::NoCandidate`] when no interface is usable.
-    pub fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        let usable: Vec<&InterfaceSnapshot> = candidates(interfaces, conn).collect();
-        self.pick_among(&usable, conn)
+    /// Feedback from the engine: keeps the in-flight ledger up to date.
+    pub fn observe(&self, outcome: &ConnOutcome) {
+        self.ledger.observe(outcome);
     }
+}
 
-    /// Like [`Latency::pick`], over interfaces the caller has already filtered.
-    ///
-    /// # Errors
-    /// [`StrategyError::NoCandidate`] when `usable` is empty.
-    pub fn pick_among(
+impl Scorer for Latency {
+    fn pick_among(
         &self,
         usable: &[&InterfaceSnapshot],
         conn: &ConnMeta,
@@ -203,11 +193,6 @@ impl Latency {
         );
         let order: Vec<u32> = scored.iter().map(|s| s.iface.id).collect();
         Ok(Choice::new(order, reason))
-    }
-
-    /// Feedback from the engine: keeps the in-flight ledger up to date.
-    pub fn observe(&self, outcome: &ConnOutcome) {
-        self.ledger.observe(outcome);
     }
 }
 

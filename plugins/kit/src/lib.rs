@@ -18,3 +18,33 @@
 pub mod capacity;
 pub mod latency;
 pub mod ledger;
+
+use netmix_plugin_api::{Choice, ConnMeta, InterfaceSnapshot, StrategyError, candidates};
+
+/// A strategy that orders the interfaces it is given for a connection, best first.
+pub trait Scorer {
+    /// Orders `usable` (already filtered: not Down, not tried, right address family) for
+    /// `conn` and counts the connection on the first.
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when `usable` is empty.
+    fn pick_among(
+        &self,
+        usable: &[&InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError>;
+
+    /// Orders the snapshot's usable interfaces for `conn` (see
+    /// [`netmix_plugin_api::candidates`]).
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when no interface is usable.
+    fn pick(
+        &self,
+        interfaces: &[InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError> {
+        let usable: Vec<&InterfaceSnapshot> = candidates(interfaces, conn).collect();
+        self.pick_among(&usable, conn)
+    }
+}

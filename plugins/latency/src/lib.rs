@@ -25,6 +25,7 @@
 use netmix_plugin_api::{
     Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError, StrategyImpl, parse_options,
 };
+use netmix_strategy_kit::Scorer;
 use netmix_strategy_kit::latency::Latency as LatencyScoring;
 
 pub use netmix_strategy_kit::latency::{

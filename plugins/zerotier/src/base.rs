@@ -16,6 +16,7 @@
 //! choice (its fallback) until `Connected` moves it to the interface it really went through.
 
 use netmix_plugin_api::{Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError};
+use netmix_strategy_kit::Scorer;
 use netmix_strategy_kit::capacity::{Capacity, CapacityConfig};
 use netmix_strategy_kit::latency::{Latency, LatencyConfig};
 

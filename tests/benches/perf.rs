@@ -24,8 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use netmix_integration::{
-    ECHO_PORT, Engine, HTTP_PORT, Lab, LinkSpec, TARGET, Target, WHOAMI_PORT, socks5_connect,
-    spawn_engine,
+    ECHO_PORT, HTTP_PORT, Lab, LinkSpec, TARGET, Target, WHOAMI_PORT, socks5_connect, spawn_engine,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -587,6 +586,3 @@ async fn set_strategy(socks: SocketAddr, name: &str) {
     // Let the in-flight ledger of the previous batch drain.
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
-
-#[allow(dead_code)]
-fn _engine_type_check(_: &Engine) {}

@@ -469,11 +469,7 @@ impl Handler<Observed> for InterfaceActor {
     fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
         let now = Instant::now();
         let transition = match msg.outcome {
-            Outcome::Connected(rtt) => {
-                self.view.stats.successes += 1;
-                self.latency.record(now, rtt);
-                self.health.success(now)
-            }
+            Outcome::Connected(rtt) => self.record_success(now, rtt),
             Outcome::Failed => {
                 self.view.stats.failures += 1;
                 self.health.failure(now)
@@ -511,6 +507,13 @@ impl Handler<Wake> for InterfaceActor {
 }
 
 impl InterfaceActor {
+    /// A connect or probe through the interface succeeded after `rtt`.
+    fn record_success(&mut self, now: Instant, rtt: Duration) -> Option<Transition> {
+        self.view.stats.successes += 1;
+        self.latency.record(now, rtt);
+        self.health.success(now)
+    }
+
     fn drain_traffic(&mut self, ctx: &mut Context<Self>) {
         self.drain_pending = false;
         let now = Instant::now();
@@ -518,9 +521,7 @@ impl InterfaceActor {
         for event in self.view.traffic.take() {
             match event {
                 Traffic::Connected(rtt) => {
-                    self.view.stats.successes += 1;
-                    self.latency.record(now, rtt);
-                    if let Some(t) = self.health.success(now) {
+                    if let Some(t) = self.record_success(now, rtt) {
                         transition = Some(t);
                     }
                 }

@@ -12,12 +12,16 @@ use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
-/// "Events are queued for you": sent to the actor when its queue goes from empty to non-empty.
-/// The actor should collect the queue with [`Batched::take`], typically after a short delay
-/// so that more events join the batch.
+/// "Events are queued for you": sent to the actor when its queue goes from empty to non-empty,
+/// and for every [`Batched::send_now`]. The actor should collect the queue with
+/// [`Batched::take`]: at once when `urgent`, else typically after a short delay so that more
+/// events join the batch.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct Wake;
+pub struct Wake {
+    /// The sender wants the queue collected now (a failure the actor must react to).
+    pub urgent: bool,
+}
 
 /// The sending and collecting ends of one actor's event queue (clones share it).
 pub struct Batched<M> {
@@ -26,7 +30,8 @@ pub struct Batched<M> {
 
 struct Shared<M> {
     queue: Mutex<Vec<M>>,
-    wake: Recipient<Wake>,
+    /// `None`: a detached queue (tests), nobody is woken.
+    wake: Option<Recipient<Wake>>,
 }
 
 impl<M> Clone for Batched<M> {
@@ -49,7 +54,17 @@ impl<M: Send> Batched<M> {
         Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Vec::new()),
-                wake,
+                wake: Some(wake),
+            }),
+        }
+    }
+
+    /// A queue nobody is woken for (events wait for [`Batched::take`]); for tests.
+    pub fn detached() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Vec::new()),
+                wake: None,
             }),
         }
     }
@@ -62,8 +77,20 @@ impl<M: Send> Batched<M> {
             queue.push(event);
             queue.len() == 1
         };
-        if first {
-            self.shared.wake.do_send(Wake);
+        if first && let Some(wake) = &self.shared.wake {
+            wake.do_send(Wake { urgent: false });
+        }
+    }
+
+    /// Queues `event` and asks the actor to collect the queue at once.
+    pub fn send_now(&self, event: M) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event);
+        if let Some(wake) = &self.shared.wake {
+            wake.do_send(Wake { urgent: true });
         }
     }
 

@@ -14,8 +14,7 @@ use serde::Serialize;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
-use crate::health::state::Health;
-use crate::iface::InterfaceView;
+use crate::router::Member;
 
 /// Records buffered between relays and the writer.
 const CHANNEL: usize = 4096;
@@ -59,27 +58,24 @@ pub struct CandidateStats {
 
 impl CandidateStats {
     /// The numbers of one interface view.
-    pub fn of(v: &InterfaceView) -> Self {
+    pub fn of(m: &Member) -> Self {
+        let v = &m.state;
         Self {
             id: v.id,
             name: v.name.clone(),
             kind: v.kind.as_str(),
-            health: match v.health {
-                Health::Up => "up",
-                Health::Degraded => "degraded",
-                Health::Down => "down",
-            },
+            health: v.health.as_str(),
             latency_ewma_us: v.latency_ewma_us,
             jitter_us: v.jitter_us,
             recent_latency_us: v.recent_latency_us.clone(),
-            successes: v.stats.successes,
-            failures: v.stats.failures,
-            active: v.stats.active,
-            up_bps: v.stats.up_bps,
-            down_bps: v.stats.down_bps,
-            peak_down_bps: v.stats.peak_down_bps,
-            bytes_up: v.live.bytes_up.load(Ordering::Relaxed),
-            bytes_down: v.live.bytes_down.load(Ordering::Relaxed),
+            successes: v.successes,
+            failures: v.failures,
+            active: m.handles.live.active(),
+            up_bps: v.up_bps,
+            down_bps: v.down_bps,
+            peak_down_bps: v.peak_down_bps,
+            bytes_up: m.handles.live.bytes_up(),
+            bytes_down: m.handles.live.bytes_down(),
             weight: v.weight,
         }
     }

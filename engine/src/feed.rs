@@ -22,10 +22,8 @@ use tokio::time::Instant;
 
 use crate::batch::{Batched, Wake};
 use crate::events::Event;
-use crate::health::state::Health;
-use crate::iface::{GetLatencyHistory, InterfaceView};
-use crate::manager::{ConnectionManager, GetInterfaces};
-use crate::router::Router;
+use crate::manager::{ConnectionManager, LatencyHistoryOf};
+use crate::router::{Member, Router};
 
 /// How often the feed is rebuilt and published.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
@@ -233,14 +231,15 @@ impl DashboardFeed {
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
         let manager = self.manager.clone();
+        let snapshot = self.router.snapshot();
         let gather = async move {
-            let Ok(views) = manager.send(GetInterfaces).await else {
-                return Vec::new();
-            };
-            let mut out = Vec::with_capacity(views.len());
-            for v in views {
-                let history = v.actor.send(GetLatencyHistory).await.unwrap_or_default();
-                out.push(interface_dto(&v, &history));
+            let mut out = Vec::with_capacity(snapshot.all.len());
+            for m in &snapshot.all {
+                let history = manager
+                    .send(LatencyHistoryOf(m.state.id))
+                    .await
+                    .unwrap_or_default();
+                out.push(interface_dto(m, &history));
             }
             out
         };
@@ -251,21 +250,17 @@ impl DashboardFeed {
     }
 }
 
-fn interface_dto(v: &InterfaceView, history: &[(Duration, u32)]) -> InterfaceDto {
-    let s = &v.stats;
-    let attempts = s.successes + s.failures;
+fn interface_dto(m: &Member, history: &[(Duration, u32)]) -> InterfaceDto {
+    let (v, live) = (&m.state, &m.handles.live);
+    let s = v;
+    let attempts = v.attempts();
     InterfaceDto {
         id: v.id,
         name: v.name.clone(),
         kind: v.kind.as_str().to_owned(),
-        health: match v.health {
-            Health::Up => "up",
-            Health::Degraded => "degraded",
-            Health::Down => "down",
-        }
-        .to_owned(),
+        health: v.health.as_str().to_owned(),
         link_up: v.link_up,
-        addrs: v.addrs.iter().map(ToString::to_string).collect(),
+        addrs: v.addrs.iter().map(|n| n.addr().to_string()).collect(),
         weight: v.weight,
         metered: v.metered,
         latency_ms: v.latency_ewma_us.map(|us| f64::from(us) / 1000.0),
@@ -280,9 +275,9 @@ fn interface_dto(v: &InterfaceView, history: &[(Duration, u32)]) -> InterfaceDto
         successes: s.successes,
         failures: s.failures,
         success_rate: (attempts > 0).then(|| s.successes as f64 / attempts as f64),
-        active: s.active,
-        bytes_up: v.live.bytes_up.load(std::sync::atomic::Ordering::Relaxed),
-        bytes_down: v.live.bytes_down.load(std::sync::atomic::Ordering::Relaxed),
+        active: live.active(),
+        bytes_up: live.bytes_up(),
+        bytes_down: live.bytes_down(),
         up_bps: s.up_bps,
         down_bps: s.down_bps,
         peak_down_bps: s.peak_down_bps,

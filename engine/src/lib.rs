@@ -7,15 +7,20 @@
 //! client ─SOCKS5─▶ SocksListener (actor) ─ per client: tokio task (socks::conn) ─▶ destination
 //!                        │ Router::pick(meta) → interfaces in order    ▲ socket bound to the
 //!                        ▼                                             │ chosen interface
-//!                     Router ◀── ArcSwap snapshot ── ConnectionManager (actor)
-//!                                                          ▲ InterfaceChanged
-//!            Discovery (actor) ──starts/updates/retires──▶ InterfaceActor ×N ◀── Traffic (batched)
+//!                     Router ◀── Snapshot (ArcSwap) ── ConnectionManager (actor) ◀─ ZeroTierAgent
+//!                        │ rebuild thread: Strategy::rebuild   ▲ InterfaceJoined / Changed
+//!            Discovery (actor) ──starts/updates/retires──▶ InterfaceActor ×N ◀── Observed (batched)
 //! ```
+//!
+//! One snapshot, built once per change by the ConnectionManager: every interface's state (plain
+//! data) and its handles (live counters, event queue) side by side, plus the strategies' ABI
+//! view. The router, the prober, the dashboard feed and the CLI all read it.
 //!
 //! - [`config`]: the TOML file, defaults and validation.
 //! - [`iface`]: interface discovery (hot-plug), one actor per interface, outbound binding.
-//! - [`manager`]: the single holder of the interface set; publishes snapshots to the router.
-//! - [`router`]: per-connection choice from an immutable snapshot (never an actor round-trip).
+//! - [`manager`]: the single holder of the interface set; builds the snapshot.
+//! - [`router`]: the snapshot, strategies and the per-connection choice (never an actor
+//!   round-trip).
 //! - [`socks`]: the SOCKS5 listener actor, the handshake, and the relay tasks.
 //! - [`zerotier`]: the ZeroTier agent (local ZeroTier One API → networks, routes, peers for
 //!   the router's snapshot and the dashboard).
@@ -74,6 +79,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("cannot listen on {listen} (socks.listen)"))?;
     let local = listener.local_addr().context("listener address")?;
     socks::listener::nodelay_for_accepted(&listener);
+    // Both ports are bound before anything else starts, so that once the SOCKS port answers the
+    // dashboard does too (clients and tests may ask it right away; connections wait in the
+    // backlog until it serves).
+    let dashboard_listener = if config.dashboard.enabled {
+        let at = config.dashboard.listen;
+        Some(
+            tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} (dashboard.listen)"))?,
+        )
+    } else {
+        None
+    };
 
     let events = Events::new();
     // Subscribed before anything can happen, so the dashboard sees start-up events too.
@@ -84,18 +102,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         InterfaceFilter::new(&config),
         InterfaceParams::from_config(&config),
         Duration::from_millis(config.discovery.rescan_interval_ms),
-        manager.clone().recipient(),
+        ConnectionManager::membership(&manager),
         events.clone(),
     )
     .start();
 
-    let prober = HealthProber::new(&config.health, manager.clone()).start();
+    let prober = HealthProber::new(&config.health, router.clone()).start();
 
     let zerotier_state = zerotier::ZtHandle::default();
     let zerotier_agent = config.zerotier.enabled.then(|| {
         zerotier::ZeroTierAgent::new(
             config.zerotier.clone(),
-            router.clone(),
+            manager.clone().recipient(),
             zerotier_state.clone(),
         )
         .start()
@@ -103,10 +121,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let feed = if config.dashboard.enabled {
+    let feed = if let Some(dashboard_listener) = dashboard_listener {
         Some(
             start_dashboard(
                 &config,
+                dashboard_listener,
                 manager.clone(),
                 router.clone(),
                 early_events,
@@ -173,6 +192,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// crate's routes until shutdown.
 async fn start_dashboard(
     config: &Config,
+    listener: tokio::net::TcpListener,
     manager: Addr<ConnectionManager>,
     router: Arc<Router>,
     events: tokio::sync::broadcast::Receiver<events::Event>,
@@ -181,9 +201,6 @@ async fn start_dashboard(
     tracker: &TaskTracker,
 ) -> anyhow::Result<(Addr<DashboardFeed>, Batched<ConnEvent>)> {
     let d = &config.dashboard;
-    let listener = tokio::net::TcpListener::bind(d.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (dashboard.listen)", d.listen))?;
     let local = listener.local_addr().context("dashboard address")?;
     let token_path = d.token_path();
     let (secret, created) = netmix_web::load_or_create_token(&token_path).with_context(|| {

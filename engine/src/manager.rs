@@ -1,92 +1,216 @@
-//! The ConnectionManager actor: the one place that holds the current set of interfaces.
+//! The ConnectionManager actor: the one place that holds the set of interfaces and builds the
+//! snapshot everyone reads.
 //!
-//! Interface actors send it their latest [`InterfaceView`]; it keeps the newest per interface,
-//! drops retired ones, and publishes an immutable snapshot to the [`Router`] (an `ArcSwap`
-//! store, so a connection never waits on an actor to pick its interface). `GetInterfaces`
-//! answers the CLI and the dashboard from the same set.
+//! Interface actors send it their [`InterfaceState`] on every change (their handles once, when
+//! they join); the ZeroTier agent sends its facts. On every message it builds one
+//! [`Snapshot`] (states and handles side by side by id, plus the plugin ABI's view) and
+//! publishes it to the [`Router`] — an `ArcSwap` store that connection tasks, the prober, the
+//! dashboard feed and the CLI read without asking an actor. It adds no delay of its own: the
+//! only debounce between the data path and the snapshot is the interface actors' collection
+//! window ([`crate::iface::COLLECT_WINDOW`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::iface::{InterfaceChanged, InterfaceView};
-use crate::router::Router;
+use crate::iface::{
+    GetLatencyHistory, InterfaceActor, InterfaceChanged, InterfaceJoined, Membership,
+};
+use crate::router::{Member, Router, Snapshot, ZeroTierFacts};
 
-/// Asks for the current interfaces (retired ones excluded), ordered by id.
+/// The ZeroTier agent's latest per-interface facts (they replace the previous ones).
 #[derive(Message, Debug)]
-#[rtype(result = "Vec<Arc<InterfaceView>>")]
-pub struct GetInterfaces;
+#[rtype(result = "()")]
+pub struct ZeroTierChanged(pub ZeroTierFacts);
 
-/// Holds the latest view of every live interface.
+/// Asks for one interface's latency history (forwarded to its actor).
+#[derive(Message, Debug)]
+#[rtype(result = "Vec<(std::time::Duration, u32)>")]
+pub struct LatencyHistoryOf(pub u32);
+
+/// Holds every live interface and builds the snapshot.
 pub struct ConnectionManager {
-    views: BTreeMap<u32, Arc<InterfaceView>>,
+    members: BTreeMap<u32, Member>,
+    actors: BTreeMap<u32, Addr<InterfaceActor>>,
+    zerotier: ZeroTierFacts,
     router: Arc<Router>,
-    last_publish: Instant,
-    publish_pending: bool,
+    generation: u64,
 }
 
 impl ConnectionManager {
     /// A manager publishing to `router`.
     pub fn new(router: Arc<Router>) -> Self {
         Self {
-            views: BTreeMap::new(),
+            members: BTreeMap::new(),
+            actors: BTreeMap::new(),
+            zerotier: ZeroTierFacts::new(),
             router,
-            last_publish: Instant::now(),
-            publish_pending: false,
+            generation: 0,
+        }
+    }
+
+    /// Where interface actors report to `addr`.
+    pub fn membership(addr: &Addr<Self>) -> Membership {
+        Membership {
+            joined: addr.clone().recipient(),
+            changed: addr.clone().recipient(),
         }
     }
 
     fn publish(&mut self) {
-        self.publish_pending = false;
-        self.last_publish = Instant::now();
-        self.router.publish(self.views.values().cloned().collect());
+        self.generation += 1;
+        let members = self.members.values().cloned().collect();
+        self.router
+            .publish(Snapshot::build(self.generation, members, &self.zerotier));
     }
 }
-
-/// Counter-only changes are published at most this often.
-const PUBLISH_GAP: Duration = Duration::from_millis(5);
 
 impl Actor for ConnectionManager {
     type Context = Context<Self>;
 }
 
-impl Handler<InterfaceChanged> for ConnectionManager {
+impl Handler<InterfaceJoined> for ConnectionManager {
     type Result = ();
 
-    fn handle(&mut self, msg: InterfaceChanged, ctx: &mut Self::Context) {
-        let view = msg.0;
-        // Membership and health changes go out at once; counter updates (connections opening
-        // and closing, thousands a second under load) are folded into one publish per
-        // PUBLISH_GAP, so the router's snapshot is at most that stale.
-        let urgent = match self.views.get(&view.id) {
-            None => true,
-            Some(old) => {
-                view.retired
-                    || old.health != view.health
-                    || old.link_up != view.link_up
-                    || old.addrs != view.addrs
-            }
-        };
-        if view.retired {
-            self.views.remove(&view.id);
-        } else {
-            self.views.insert(view.id, view);
-        }
-        if urgent || self.last_publish.elapsed() >= PUBLISH_GAP {
-            self.publish();
-        } else if !self.publish_pending {
-            self.publish_pending = true;
-            ctx.run_later(PUBLISH_GAP, |act, _| act.publish());
-        }
+    fn handle(&mut self, msg: InterfaceJoined, _ctx: &mut Self::Context) {
+        let id = msg.state.id;
+        self.actors.insert(id, msg.actor);
+        self.members.insert(
+            id,
+            Member {
+                state: Arc::new(msg.state),
+                handles: msg.handles,
+            },
+        );
+        self.publish();
     }
 }
 
-impl Handler<GetInterfaces> for ConnectionManager {
-    type Result = MessageResult<GetInterfaces>;
+impl Handler<InterfaceChanged> for ConnectionManager {
+    type Result = ();
 
-    fn handle(&mut self, _: GetInterfaces, _ctx: &mut Self::Context) -> Self::Result {
-        MessageResult(self.views.values().cloned().collect())
+    fn handle(&mut self, msg: InterfaceChanged, _ctx: &mut Self::Context) {
+        let state = msg.0;
+        let id = state.id;
+        if state.retired {
+            self.members.remove(&id);
+            self.actors.remove(&id);
+        } else if let Some(member) = self.members.get_mut(&id) {
+            member.state = Arc::new(state);
+        } else {
+            // A change from an interface that never joined (its join is still in flight, or
+            // it was retired): nothing to update.
+            return;
+        }
+        self.publish();
+    }
+}
+
+impl Handler<ZeroTierChanged> for ConnectionManager {
+    type Result = ();
+
+    fn handle(&mut self, msg: ZeroTierChanged, _ctx: &mut Self::Context) {
+        // A network that leaves status OK loses its routes for the very next connection.
+        self.zerotier = msg.0;
+        self.publish();
+    }
+}
+
+impl Handler<LatencyHistoryOf> for ConnectionManager {
+    type Result = ResponseFuture<Vec<(std::time::Duration, u32)>>;
+
+    fn handle(&mut self, msg: LatencyHistoryOf, _ctx: &mut Self::Context) -> Self::Result {
+        let actor = self.actors.get(&msg.0).cloned();
+        Box::pin(async move {
+            match actor {
+                Some(a) => a.send(GetLatencyHistory).await.unwrap_or_default(),
+                None => Vec::new(),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    use netmix_plugin_api::{
+        self as api, Choice, ConnMeta, StrategyError, StrategyImpl, guard::Guarded,
+    };
+
+    use super::*;
+    use crate::config::Config;
+    use crate::events::Events;
+    use crate::iface::{InterfaceKind, InterfaceParams, ScannedInterface, Source};
+
+    /// Records the first time its plan saw a latency figure for interface 1.
+    struct FirstLatency(Arc<Mutex<Option<Instant>>>);
+
+    impl StrategyImpl for FirstLatency {
+        type Plan = ();
+        fn plan(&self, s: &api::Snapshot) -> Result<(), StrategyError> {
+            if s.get(1).is_some_and(|i| i.latency_ewma_us.is_some()) {
+                self.0.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+            Ok(())
+        }
+        fn pick(&self, _: &(), _: &ConnMeta) -> Result<Choice, StrategyError> {
+            Err(StrategyError::NoCandidate)
+        }
+    }
+
+    #[actix::test]
+    async fn a_measurement_reaches_the_strategy_within_one_debounce() {
+        let seen = Arc::new(Mutex::new(None));
+        let router = Arc::new(Router::with_strategy(
+            Events::new(),
+            "first-latency",
+            Guarded::boxed("first-latency", FirstLatency(seen.clone())),
+        ));
+        let manager = ConnectionManager::new(router.clone()).start();
+        let scanned = ScannedInterface {
+            name: "wan1".into(),
+            index: 1,
+            addrs: vec!["198.18.10.2/24".parse().unwrap()],
+            up: true,
+            loopback: false,
+            kind: InterfaceKind::Physical,
+            eligible: Ok(()),
+        };
+        let _actor = InterfaceActor::spawn(
+            1,
+            &scanned,
+            (1, false),
+            InterfaceParams::from_config(&Config::default()),
+            ConnectionManager::membership(&manager),
+            Events::new(),
+        );
+        // Wait for the join to reach the snapshot.
+        let joined = Instant::now();
+        while router.snapshot().member(1).is_none() {
+            assert!(joined.elapsed() < Duration::from_secs(2), "never joined");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let handles = router.snapshot().member(1).unwrap().handles.clone();
+        let sent = Instant::now();
+        handles.connected(Source::Connection, Duration::from_millis(7));
+        let arrived = loop {
+            if let Some(at) = *seen.lock().unwrap() {
+                break at;
+            }
+            assert!(sent.elapsed() < Duration::from_secs(2), "never rebuilt");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        let delay = arrived.duration_since(sent);
+        assert!(
+            delay <= Duration::from_millis(10),
+            "connect sample → strategy rebuild took {delay:?}"
+        );
+        let snapshot = router.snapshot();
+        let state = &snapshot.member(1).unwrap().state;
+        assert_eq!(state.successes, 1);
+        assert_eq!(state.latency_ewma_us, Some(7_000));
     }
 }

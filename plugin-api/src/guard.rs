@@ -8,16 +8,17 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
     sabi_trait::TD_Opaque,
-    std_types::{RErr, ROk, RResult, RSlice, RStr, RString},
+    std_types::{RErr, ROk, RResult, RStr, RString},
 };
+use arc_swap::ArcSwapOption;
 
 use crate::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, Strategy, Strategy_TO, StrategyBox,
+    Choice, ConnMeta, ConnOutcome, HostMod_Ref, Snapshot, Strategy, Strategy_TO, StrategyBox,
     StrategyError, StrategyMod, StrategyMod_Ref, error::one_line,
 };
 
@@ -26,17 +27,25 @@ const MAX_PANIC_MESSAGE_CHARS: usize = 300;
 
 /// A routing strategy in plain Rust: what plugin authors implement.
 ///
-/// Export it with [`export_strategy!`](crate::export_strategy). Calls come from many engine
-/// threads at once, hence `&self` and `Send + Sync`: keep mutable state in atomics or a mutex
-/// (a mutex poisoned by an earlier panic should be recovered with `into_inner`, not unwrapped).
+/// Export it with [`export_strategy!`](crate::export_strategy). The adapter calls
+/// [`plan`](Self::plan) when the interfaces change and keeps the result where every
+/// [`pick`](Self::pick) reads it without a lock (an `ArcSwap`): the slow work goes in `plan`,
+/// `pick` stays a few hundred nanoseconds at most. Calls come from many engine threads at once,
+/// hence `&self` and `Send + Sync`: keep mutable state in atomics or a mutex (a mutex poisoned by
+/// an earlier panic should be recovered with `into_inner`, not unwrapped).
 pub trait StrategyImpl: Send + Sync + 'static {
-    /// Orders the usable interfaces for one connection, best first (see [`Strategy::pick`]).
-    /// [`crate::candidates`] and [`crate::order_by_key`] do the usual filtering.
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError>;
+    /// What [`plan`](Self::plan) prepares from a snapshot for [`pick`](Self::pick): a sorted
+    /// order, a cycle, scores. [`Snapshot`] itself will do for a simple strategy.
+    type Plan: Send + Sync + 'static;
+
+    /// Prepares for a new snapshot (see [`Strategy::rebuild`]). An error keeps the previous
+    /// plan.
+    fn plan(&self, snapshot: &Snapshot) -> Result<Self::Plan, StrategyError>;
+
+    /// Orders the candidates for one connection, best first (see [`Strategy::pick`]), from
+    /// the current plan. [`crate::candidates`] and [`crate::order_by_key`] do the usual
+    /// filtering; [`crate::InterfaceSnapshot::active_conns`] is live.
+    fn pick(&self, plan: &Self::Plan, conn: &ConnMeta) -> Result<Choice, StrategyError>;
 
     /// Feedback about a connection (see [`Strategy::observe`]). The default ignores it.
     fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
@@ -92,13 +101,14 @@ pub fn guarded<R>(f: impl FnOnce() -> Result<R, StrategyError>) -> RResult<R, St
 }
 
 /// The adapter between a [`StrategyImpl`] and the FFI trait [`Strategy`]: every call is
-/// [`guarded`].
-pub struct Guarded<T> {
+/// [`guarded`], and the plan is swapped in atomically, so `rebuild` never stalls `pick`.
+pub struct Guarded<T: StrategyImpl> {
     name: &'static str,
     inner: T,
+    plan: ArcSwapOption<T::Plan>,
 }
 
-impl<T> std::fmt::Debug for Guarded<T> {
+impl<T: StrategyImpl> std::fmt::Debug for Guarded<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Strategy")
             .field("name", &self.name)
@@ -107,9 +117,14 @@ impl<T> std::fmt::Debug for Guarded<T> {
 }
 
 impl<T: StrategyImpl> Guarded<T> {
-    /// Wraps `inner`, which will report `name` from [`Strategy::name`].
+    /// Wraps `inner`, which will report `name` from [`Strategy::name`]. It has no plan until
+    /// the first `rebuild`.
     pub fn new(name: &'static str, inner: T) -> Self {
-        Self { name, inner }
+        Self {
+            name,
+            inner,
+            plan: ArcSwapOption::empty(),
+        }
     }
 
     /// Wraps `inner` and boxes it as the engine's trait object. No plugin file is involved,
@@ -125,12 +140,19 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
         self.name.into()
     }
 
-    fn pick(
-        &self,
-        interfaces: RSlice<'_, InterfaceSnapshot>,
-        conn: &ConnMeta,
-    ) -> RResult<Choice, StrategyError> {
-        guarded(|| self.inner.pick(interfaces.as_slice(), conn))
+    fn rebuild(&self, snapshot: &Snapshot) -> RResult<(), StrategyError> {
+        guarded(|| {
+            let plan = self.inner.plan(snapshot)?;
+            self.plan.store(Some(Arc::new(plan)));
+            Ok(())
+        })
+    }
+
+    fn pick(&self, conn: &ConnMeta) -> RResult<Choice, StrategyError> {
+        guarded(|| match self.plan.load().as_deref() {
+            Some(plan) => self.inner.pick(plan, conn),
+            None => Err(StrategyError::other("pick before the first rebuild")),
+        })
     }
 
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
@@ -138,17 +160,20 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
     }
 }
 
-/// Runs a plugin's constructor under [`guarded`] and boxes the result. Used by
-/// [`export_strategy!`](crate::export_strategy) for `StrategyMod::new`.
+/// Runs a plugin's constructor under [`guarded`] and boxes the result; remembers the engine's
+/// services for [`crate::log`]. Used by [`export_strategy!`](crate::export_strategy) for
+/// `StrategyMod::new`.
 pub fn construct<T, F>(
     name: &'static str,
     options_toml: RStr<'_>,
+    host: HostMod_Ref,
     new: F,
 ) -> RResult<StrategyBox, StrategyError>
 where
     T: StrategyImpl,
     F: FnOnce(&str) -> Result<T, StrategyError>,
 {
+    crate::log::attach(name, host);
     guarded(|| new(options_toml.as_str()).map(|inner| Guarded::boxed(name, inner)))
 }
 
@@ -157,7 +182,7 @@ where
 pub fn root_module(
     name: extern "C" fn() -> RStr<'static>,
     description: extern "C" fn() -> RStr<'static>,
-    new: extern "C" fn(RStr<'_>) -> RResult<StrategyBox, StrategyError>,
+    new: extern "C" fn(RStr<'_>, HostMod_Ref) -> RResult<StrategyBox, StrategyError>,
 ) -> StrategyMod_Ref {
     StrategyMod {
         name,
@@ -214,9 +239,10 @@ macro_rules! export_strategy {
 
             extern "C" fn __netmix_strategy_new(
                 options_toml: $crate::abi_stable::std_types::RStr<'_>,
+                host: $crate::HostMod_Ref,
             ) -> $crate::abi_stable::std_types::RResult<$crate::StrategyBox, $crate::StrategyError>
             {
-                $crate::guard::construct($name, options_toml, $new)
+                $crate::guard::construct($name, options_toml, host, $new)
             }
 
             #[$crate::abi_stable::export_root_module]
@@ -234,14 +260,18 @@ macro_rules! export_strategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::InterfaceSnapshot;
 
     struct Boom;
 
     impl StrategyImpl for Boom {
-        fn pick(&self, _: &[InterfaceSnapshot], _: &ConnMeta) -> Result<Choice, StrategyError> {
+        type Plan = ();
+        fn plan(&self, _: &Snapshot) -> Result<(), StrategyError> {
+            Ok(())
+        }
+        fn pick(&self, _: &(), _: &ConnMeta) -> Result<Choice, StrategyError> {
             panic!("boom in pick\nsecond line")
         }
-
         fn observe(&self, _: &ConnOutcome) -> Result<(), StrategyError> {
             std::panic::panic_any(42_u32)
         }
@@ -250,8 +280,15 @@ mod tests {
     struct First;
 
     impl StrategyImpl for First {
-        fn pick(&self, ifs: &[InterfaceSnapshot], c: &ConnMeta) -> Result<Choice, StrategyError> {
-            let order = crate::order_by_key(ifs, c, |i| i.id);
+        type Plan = Snapshot;
+        fn plan(&self, s: &Snapshot) -> Result<Snapshot, StrategyError> {
+            if s.interfaces.iter().any(|i| i.name.as_str() == "bad") {
+                return Err(StrategyError::other("bad snapshot"));
+            }
+            Ok(s.clone())
+        }
+        fn pick(&self, plan: &Snapshot, c: &ConnMeta) -> Result<Choice, StrategyError> {
+            let order = crate::order_by_key(&plan.interfaces, c, |i| i.id);
             if order.is_empty() {
                 return Err(StrategyError::NoCandidate);
             }
@@ -260,25 +297,28 @@ mod tests {
     }
 
     fn outcome() -> ConnOutcome {
-        ConnOutcome {
-            interface: 1,
-            conn: ConnMeta::for_host("h", 1),
-            stage: crate::OutcomeStage::Closed,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: crate::ExtFields::new(),
-        }
+        ConnOutcome::new(1, ConnMeta::for_host("h", 1), crate::OutcomeStage::Closed)
+    }
+
+    fn snapshot(names: &[(u32, &str)]) -> Snapshot {
+        Snapshot::of(
+            names
+                .iter()
+                .map(|&(id, n)| InterfaceSnapshot::new(id, n))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn host() -> HostMod_Ref {
+        extern "C" fn log(_: RStr<'_>, _: crate::LogLevel, _: RStr<'_>) {}
+        crate::HostMod { log }.leak_into_prefix()
     }
 
     #[test]
     fn panics_become_errors() {
         let strategy = Guarded::boxed("boom", Boom);
-        let ifs = [InterfaceSnapshot::new(1, "eth0")];
-        let err = strategy
-            .pick(RSlice::from_slice(&ifs), &ConnMeta::for_host("h", 1))
-            .unwrap_err();
+        strategy.rebuild(&snapshot(&[(1, "eth0")])).unwrap();
+        let err = strategy.pick(&ConnMeta::for_host("h", 1)).unwrap_err();
         assert_eq!(
             err,
             StrategyError::Panicked("boom in pick second line".into())
@@ -293,30 +333,37 @@ mod tests {
 
     #[test]
     fn constructor_panic_and_error() {
-        let r = construct("x", RStr::from_str(""), |_: &str| -> Result<First, _> {
-            panic!("{}", String::from("ctor"))
-        });
+        let r = construct(
+            "x",
+            RStr::from_str(""),
+            host(),
+            |_: &str| -> Result<First, _> { panic!("{}", String::from("ctor")) },
+        );
         assert!(matches!(r, RErr(StrategyError::Panicked(m)) if m == "ctor"));
-        let r = construct("x", RStr::from_str("bad"), |o: &str| -> Result<First, _> {
-            Err(StrategyError::invalid_config(o))
-        });
+        let r = construct(
+            "x",
+            RStr::from_str("bad"),
+            host(),
+            |o: &str| -> Result<First, _> { Err(StrategyError::invalid_config(o)) },
+        );
         assert!(matches!(r, RErr(StrategyError::InvalidConfig(m)) if m == "bad"));
     }
 
     #[test]
-    fn passes_results_through() {
-        let s = construct("first", RStr::from_str(""), |_: &str| Ok(First)).unwrap();
-        let ifs = [
-            InterfaceSnapshot::new(2, "a"),
-            InterfaceSnapshot::new(1, "b"),
-        ];
-        let choice = s
-            .pick(RSlice::from_slice(&ifs), &ConnMeta::for_host("h", 1))
-            .unwrap();
-        assert_eq!(choice.order.as_slice(), &[1, 2]);
+    fn picks_read_the_latest_plan_and_a_failed_rebuild_keeps_the_old_one() {
+        let s = construct("first", RStr::from_str(""), host(), |_: &str| Ok(First)).unwrap();
+        let conn = ConnMeta::for_host("h", 1);
+        assert!(
+            matches!(s.pick(&conn), RErr(StrategyError::Other(_))),
+            "no plan before the first rebuild"
+        );
+        s.rebuild(&snapshot(&[(2, "a"), (1, "b")])).unwrap();
+        assert_eq!(s.pick(&conn).unwrap().order.as_slice(), &[1, 2]);
+        assert!(s.rebuild(&snapshot(&[(3, "bad")])).is_err());
+        assert_eq!(s.pick(&conn).unwrap().order.as_slice(), &[1, 2]);
+        s.rebuild(&snapshot(&[])).unwrap();
+        assert_eq!(s.pick(&conn).unwrap_err(), StrategyError::NoCandidate);
         assert!(s.observe(&outcome()).is_ok());
-        let none = s.pick(RSlice::from_slice(&[]), &ConnMeta::for_host("h", 1));
-        assert_eq!(none.unwrap_err(), StrategyError::NoCandidate);
     }
 
     #[cfg(feature = "options")]

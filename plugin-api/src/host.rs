@@ -20,7 +20,7 @@ use abi_stable::{
     std_types::RStr,
 };
 
-use crate::{StrategyBox, StrategyError, StrategyMod_Ref, error::one_line};
+use crate::{HostMod_Ref, StrategyBox, StrategyError, StrategyMod_Ref, error::one_line};
 
 /// Longest `reason` of a [`PluginLoadError`], in characters.
 pub const MAX_REASON_CHARS: usize = 200;
@@ -42,9 +42,14 @@ pub struct LoadedPlugin {
 }
 
 impl LoadedPlugin {
-    /// Builds a strategy instance from its options table serialized as TOML (`""` for none).
-    pub fn instantiate(&self, options_toml: &str) -> Result<StrategyBox, StrategyError> {
-        (self.module.new())(RStr::from_str(options_toml)).into_result()
+    /// Builds a strategy instance from its options table serialized as TOML (`""` for none),
+    /// handing it the engine's services (`host`: see [`crate::HostMod`]).
+    pub fn instantiate(
+        &self,
+        options_toml: &str,
+        host: HostMod_Ref,
+    ) -> Result<StrategyBox, StrategyError> {
+        (self.module.new())(RStr::from_str(options_toml), host).into_result()
     }
 }
 

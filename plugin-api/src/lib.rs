@@ -3,14 +3,15 @@
 //! # Place in the architecture
 //!
 //! ```text
-//!  engine Router ──(snapshot of every interface, one connection)──▶ Strategy::pick ──▶ Choice
-//!        │                                                              (inside a .so/.dll)
-//!        └── ConnectionManager ──(what happened to the connection)──▶ Strategy::observe
+//!  engine Router ──(snapshot, on every change, off the hot path)──▶ Strategy::rebuild
+//!        ├───────(one connection, on the hot path)───────────────▶ Strategy::pick ──▶ Choice
+//!        └───────(what happened to the connection)───────────────▶ Strategy::observe
+//!                                                                   (inside a .so/.dll)
 //! ```
 //!
 //! The engine loads each strategy plugin (a `cdylib`) with [`host::load_plugin`], instantiates it
-//! from the per-strategy config table with [`host::LoadedPlugin::instantiate`], and calls
-//! [`Strategy::pick`] for every outgoing connection. This crate is the only thing the engine and
+//! from the per-strategy config table with [`host::LoadedPlugin::instantiate`], calls [`Strategy::rebuild`]
+//! whenever the interfaces change and [`Strategy::pick`] for every outgoing connection. This crate is the only thing the engine and
 //! the plugins share. Everything that crosses the boundary is an `abi_stable` type, so a plugin
 //! built by another compiler version, or against an older (compatible) `netmix-plugin-api`, still
 //! loads; anything incompatible is refused at load time with a one-line reason instead of
@@ -20,17 +21,25 @@
 //!
 //! Implement the plain-Rust [`StrategyImpl`] trait and export it with [`export_strategy!`]. The
 //! macro wraps every call (the constructor too) in `catch_unwind`, so a panic in your code becomes
-//! [`StrategyError::Panicked`] instead of aborting the engine. Do not implement the FFI trait
-//! [`Strategy`] yourself.
+//! [`StrategyError::Panicked`] instead of aborting the engine, and keeps what `plan` prepares
+//! where `pick` reads it without a lock. Do not implement the FFI trait [`Strategy`] yourself.
 //!
 //! ```no_run
-//! use netmix_plugin_api::{Choice, ConnMeta, InterfaceSnapshot, StrategyError, StrategyImpl};
+//! use netmix_plugin_api::{Choice, ConnMeta, Snapshot, StrategyError, StrategyImpl};
 //!
 //! struct FirstUsable;
 //!
 //! impl StrategyImpl for FirstUsable {
-//!     fn pick(&self, ifs: &[InterfaceSnapshot], conn: &ConnMeta) -> Result<Choice, StrategyError> {
-//!         let order = netmix_plugin_api::order_by_key(ifs, conn, |i| i.id);
+//!     // What `plan` prepares when the interfaces change: here, the ids in order.
+//!     type Plan = Snapshot;
+//!
+//!     fn plan(&self, snapshot: &Snapshot) -> Result<Snapshot, StrategyError> {
+//!         Ok(snapshot.clone())
+//!     }
+//!
+//!     fn pick(&self, plan: &Snapshot, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+//!         let order = netmix_plugin_api::order_by_key(&plan.interfaces, conn, |i| i.id);
+//!         netmix_plugin_api::log::debug(format_args!("{} candidates", order.len()));
 //!         Ok(Choice::new(order, "first usable"))
 //!     }
 //! }
@@ -51,6 +60,9 @@
 //! - [`types`]: the `#[repr(C)]` data that crosses the boundary (snapshots, connection, choice).
 //! - [`error`]: [`StrategyError`], the only error type of the ABI.
 //! - [`guard`]: [`StrategyImpl`], the panic-catching adapter and [`export_strategy!`].
+//! - [`log`]: a plugin's log lines, written through the engine's log with the plugin's name.
+//! - [`sticky`]: the per-site stickiness table (the engine's `sticky_ttl_secs` and the `sticky`
+//!   example plugin share it).
 //! - [`host`]: loading plugin files (used by the engine and by `netmix plugins`).
 //! - this file: the FFI trait [`Strategy`] and the root module [`StrategyMod`].
 //!
@@ -67,6 +79,8 @@
 pub mod error;
 pub mod guard;
 pub mod host;
+pub mod log;
+pub mod sticky;
 pub mod types;
 
 pub use abi_stable;
@@ -76,8 +90,9 @@ pub use error::StrategyError;
 pub use guard::parse_options;
 pub use guard::{StrategyImpl, panic_message};
 pub use types::{
-    Choice, ConnMeta, ConnOutcome, ExtFields, InterfaceKind, InterfaceSnapshot, IpAddrC, IpFamily,
-    IpNetC, LinkState, OutcomeStage, ZeroTierInfo, ZtRoute, candidates, order_by_key,
+    Choice, ClientProtocol, ConnMeta, ConnOutcome, ExtFields, InterfaceKind, InterfaceSnapshot,
+    IpAddrC, IpFamily, IpNetC, LinkState, LiveCounters, LogLevel, OutcomeStage, Snapshot,
+    Transport, ZeroTierInfo, ZtRoute, candidates, order_by_key,
 };
 
 use abi_stable::{
@@ -85,7 +100,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
-    std_types::{RBox, ROk, RResult, RSlice, RStr, RString},
+    std_types::{RBox, ROk, RResult, RStr, RString},
 };
 
 /// An instance of a strategy, as the engine holds it: an owned FFI-safe trait object.
@@ -94,49 +109,74 @@ pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 /// A routing strategy, seen through the FFI boundary.
 ///
 /// Plugin authors implement [`StrategyImpl`] instead and let [`export_strategy!`] build this
-/// trait object, so that no panic can cross the boundary. The engine calls the methods of
-/// [`StrategyBox`] directly.
+/// trait object, so that no panic can cross the boundary and `rebuild` never stalls `pick`. The
+/// engine calls the methods of [`StrategyBox`] directly.
+///
+/// The engine's calls:
+///
+/// 1. [`rebuild`](Strategy::rebuild) once before the first `pick`, then whenever the snapshot
+///    changes (an interface joins, leaves, changes health, a new latency or capacity figure),
+///    from one engine thread at a time, off the connection path. The slow work goes here.
+/// 2. [`pick`](Strategy::pick) for every new connection, from many threads at once, between
+///    and during rebuilds: it reads what `rebuild` prepared plus the live counters.
+/// 3. [`observe`](Strategy::observe) as connections connect, fail and close.
 ///
 /// `Debug` is a supertrait so that the engine can print what it holds; the adapter prints the
 /// strategy's name.
 ///
 /// # Evolution
 ///
-/// Methods are only ever added at the end of the trait, each with a default body (see below).
-/// A plugin built against an older `netmix-plugin-api` has a shorter vtable: calling a newer
-/// method on it runs the default body inside the engine, so old plugins keep loading and working.
+/// Methods are only ever added at the end of the trait, each with a default body. A plugin
+/// built against an older `netmix-plugin-api` 1.x has a shorter vtable: calling a newer method
+/// on it runs the default body inside the engine, so old plugins keep loading and working
+/// (`plugin-api/tests/evolution.rs` proves it with a 1.1 layout).
 #[sabi_trait]
 pub trait Strategy: Send + Sync + std::fmt::Debug {
     /// The strategy's name (the name users write in the config, e.g. `"round-robin"`).
     fn name(&self) -> RString;
 
+    /// Prepares for the interfaces in `snapshot`, replacing what the previous call prepared.
+    /// An error keeps the previous preparation (the engine logs it once).
+    fn rebuild(&self, snapshot: &Snapshot) -> RResult<(), StrategyError>;
+
     /// Orders the candidate interfaces for one new connection: best first, fallbacks after.
     ///
-    /// Called once per connection on the engine's hot path, from many threads at once: it must
-    /// be cheap, must not block and must not do I/O. `interfaces` is the current snapshot of
-    /// every known interface, including unusable ones (state `Down`) and ones already tried
-    /// for this connection (`conn.tried`); skip those. The engine ignores ids that are not in
-    /// the snapshot and falls back to its built-in choice if this returns an error or an empty
-    /// order.
-    fn pick(
-        &self,
-        interfaces: RSlice<'_, InterfaceSnapshot>,
-        conn: &ConnMeta,
-    ) -> RResult<Choice, StrategyError>;
+    /// Called on the engine's hot path: must be cheap, must not block and must not do I/O.
+    /// Candidates are the interfaces of the last snapshot that fit `conn` (see
+    /// [`ConnMeta::fits`]: not in `conn.tried`, of the destination's family). The engine
+    /// ignores ids that are not candidates, and answers with its built-in choice if this
+    /// returns an error or no candidate.
+    fn pick(&self, conn: &ConnMeta) -> RResult<Choice, StrategyError>;
 
     /// Feedback about a connection this strategy routed (connected, failed, or closed), so
     /// that learning strategies can learn. Called off the hot path; the default does nothing.
     ///
     /// The `#[sabi(last_prefix_field)]` attribute marks the last method of the first compatible
-    /// version of this interface (0.1.0 here; for 1.x it would be 1.0.0). Methods added in later
-    /// minor versions go *below* it and must have a default body, so that calling them on a
-    /// plugin built against an older version runs that body instead of panicking. The attribute
-    /// only moves, to the then-last method, when the major version is bumped.
+    /// version of this interface (1.0.0). Methods added in later minor versions go *below* it
+    /// and must have a default body, so that calling them on a plugin built against an older
+    /// version runs that body instead of panicking. The attribute only moves, to the then-last
+    /// method, when the major version is bumped.
     #[sabi(last_prefix_field)]
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
         let _ = outcome;
         ROk(())
     }
+}
+
+/// What the engine offers a plugin: handed to [`StrategyMod::new`] and kept by
+/// [`export_strategy!`] for [`log`].
+///
+/// A prefix type, like the root module: the engine builds it once, and fields added in later
+/// minor versions go after the last prefix field with `#[sabi(missing_field(option))]`.
+#[repr(C)]
+#[derive(StableAbi)]
+#[sabi(kind(Prefix(prefix_ref = HostMod_Ref)))]
+#[sabi(missing_field(panic))]
+pub struct HostMod {
+    /// Writes one log line through the engine's log, attributed to `plugin` (the strategy's
+    /// name). Never blocks for long and never panics.
+    #[sabi(last_prefix_field)]
+    pub log: extern "C" fn(plugin: RStr<'_>, level: LogLevel, message: RStr<'_>),
 }
 
 /// The root module of a strategy plugin: what [`export_strategy!`] exports and
@@ -157,18 +197,20 @@ pub struct StrategyMod {
     pub description: extern "C" fn() -> RStr<'static>,
 
     /// Builds an instance from the strategy's config table serialized as TOML text (the empty
-    /// string when the config has no table for it). Invalid options are
-    /// [`StrategyError::InvalidConfig`].
+    /// string when the config has no table for it), given the engine's services. Invalid
+    /// options are [`StrategyError::InvalidConfig`].
     ///
     /// The `#[sabi(last_prefix_field)]` attribute means that this is the last field of this
-    /// struct in the first compatible version of the library (0.1.0, 0.2.0, 1.0.0, ...): fields
-    /// added in later minor versions go below it and must carry
-    /// `#[sabi(missing_field(option))]` (or `missing_field(default)`), overriding the
-    /// struct-wide `missing_field(panic)`, because a plugin built against an older version does
-    /// not have them. The attribute moves to the then-last field only when the major version is
-    /// bumped.
+    /// struct in the first compatible version of the library (1.0.0): fields added in later
+    /// minor versions go below it and must carry `#[sabi(missing_field(option))]` (or
+    /// `missing_field(default)`), overriding the struct-wide `missing_field(panic)`, because a
+    /// plugin built against an older version does not have them. The attribute moves to the
+    /// then-last field only when the major version is bumped.
     #[sabi(last_prefix_field)]
-    pub new: extern "C" fn(options_toml: RStr<'_>) -> RResult<StrategyBox, StrategyError>,
+    pub new: extern "C" fn(
+        options_toml: RStr<'_>,
+        host: HostMod_Ref,
+    ) -> RResult<StrategyBox, StrategyError>,
 }
 
 impl RootModule for StrategyMod_Ref {
@@ -176,9 +218,10 @@ impl RootModule for StrategyMod_Ref {
 
     const BASE_NAME: &'static str = "netmix_strategy";
     const NAME: &'static str = "netmix strategy";
+    /// Checked at load: a plugin of another major version is refused.
     const VERSION_STRINGS: VersionStrings = package_version_strings!();
 }
 
 /// The version of `netmix-plugin-api` this crate is (what a plugin was built against, and what
-/// the engine expects).
+/// the engine expects). abi_stable checks it at load: same major version, any minor.
 pub const API_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,39 +1,40 @@
 //! The data that crosses the plugin boundary: what a strategy sees and what it returns.
 //!
-//! Every type here is `#[repr(C)]` (enums `#[repr(u8)]`) and derives `StableAbi`, and holds only
-//! `abi_stable` std types (`RString`, `RVec`, `ROption`, ...), so its layout is checked when a
-//! plugin is loaded. Adding, removing or reordering a field of any of these types is a breaking
-//! change: plugins built against the old layout are refused with an "ABI mismatch".
+//! Every type here is `#[repr(C)]` (or a `#[repr(transparent)]` integer) and derives `StableAbi`,
+//! and holds only `abi_stable` std types (`RString`, `RVec`, `ROption`, `RArc`, ...), so its
+//! layout is checked when a plugin is loaded.
 //!
-//! # Growing without breaking: the `ext` slot
+//! # What may change in a 1.x release, and how
 //!
-//! [`InterfaceSnapshot`], [`ZeroTierInfo`], [`ConnMeta`] and [`ConnOutcome`] end with
-//! `ext: ExtFields`, an ordered list of string key/value pairs. A new per-interface or
-//! per-connection fact is first published there (key names are documented where the engine
-//! fills them in, e.g. `"kind"` for a finer interface kind than [`InterfaceKind`]), which changes
-//! no layout: old plugins ignore unknown keys and new plugins must treat a missing key as
-//! "unknown". An empty `ext` does not allocate.
+//! These structs are not prefix types: adding, removing or reordering a field is a breaking
+//! change (plugins built against the old layout are refused, in one line, with an "ABI
+//! mismatch"). They grow in three ways that keep 1.0 plugins loading:
 //!
-//! Why not abi_stable's prefix types for these structs (as the root module uses)? A prefix type
-//! lives behind a reference to a `'static`, metadata-prefixed allocation; it suits a module built
-//! once, not data the engine rebuilds per snapshot and per connection, thousands of times a
-//! second, and it cannot be stored in an `RVec`/`RSlice`. When the string slot stops being
-//! enough (a typed, hot field), the way forward is a new trait method after the prefix, e.g.
-//! `pick_v2(&self, RSlice<InterfaceSnapshotV2>, &ConnMetaV2)`, whose default body converts to
-//! these types and calls `pick`, so that old plugins keep working.
+//! - **Open value sets.** [`InterfaceKind`], [`Transport`], [`ClientProtocol`] and [`LogLevel`]
+//!   are integers with named constants, not Rust enums: a 1.x engine may send a value a 1.0
+//!   plugin has no name for (treat it as "other"). Only [`LinkState`] and [`OutcomeStage`] are
+//!   closed enums: their values are the whole state machine.
+//! - **The `ext` slot.** [`Snapshot`], [`InterfaceSnapshot`], [`ZeroTierInfo`], [`ConnMeta`] and
+//!   [`ConnOutcome`] end with `ext: ExtFields`, ordered string key/value pairs for facts that
+//!   are new and not hot (old plugins ignore unknown keys; new ones treat a missing key as
+//!   "unknown"). An empty `ext` does not allocate.
+//! - **New methods.** A typed, hot new fact arrives through a new [`crate::Strategy`] method
+//!   appended after the prefix (with a default body that falls back to the 1.0 methods), taking
+//!   a new type. This is how the trait and the root module grow; see the crate docs.
 //!
-//! The enums [`InterfaceKind`], [`LinkState`] and [`OutcomeStage`] are closed: a new variant is a
-//! breaking change (refused at load time, never undefined behaviour). New interface kinds are
-//! reported as [`InterfaceKind::Other`] with the precise kind in `ext["kind"]`.
+//! Why not prefix types for these structs (as the root module uses)? A prefix type lives behind
+//! a reference to a `'static`, metadata-prefixed allocation; it suits a module built once, not
+//! data the engine rebuilds on every change, and it cannot be stored in an `RVec`.
 
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
 };
 
 use abi_stable::{
     StableAbi,
-    std_types::{RNone, ROption, RString, RVec, Tuple2},
+    std_types::{RArc, RNone, ROption, RString, RVec, Tuple2},
 };
 
 // === IP addresses ===
@@ -207,25 +208,114 @@ impl ExtFields {
     }
 }
 
-// === Interfaces ===
+// === Open value sets ===
 
-/// What kind of network interface this is.
-#[repr(u8)]
-#[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum InterfaceKind {
-    /// A physical NIC: Ethernet, Wi-Fi.
-    Physical,
-    /// A phone or modem tethered over USB/Bluetooth (often metered).
-    Tether,
-    /// A virtual interface: VPN tunnel, bridge, veth.
-    Virtual,
-    /// A ZeroTier virtual network (see [`InterfaceSnapshot::zerotier`]).
-    ZeroTier,
-    /// The loopback interface.
-    Loopback,
-    /// Anything else; the engine may put a finer name in `ext["kind"]`.
-    Other,
+/// Declares an open set of values: a `#[repr(transparent)]` `u8` with named constants (see the
+/// [module docs](self)). Unknown values print as `"other(N)"`.
+macro_rules! open_values {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal => $text:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(transparent)]
+        #[derive(StableAbi, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u8);
+
+        #[allow(non_upper_case_globals)]
+        impl $name {
+            $( $(#[$vmeta])* pub const $variant: Self = Self($value); )+
+
+            /// The lowercase name of a known value, `None` for a value this version has no
+            /// name for.
+            pub fn known_name(self) -> Option<&'static str> {
+                match self.0 {
+                    $( $value => Some($text), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self.known_name() {
+                    Some(name) => f.write_str(name),
+                    None => write!(f, "other({})", self.0),
+                }
+            }
+        }
+    };
 }
+
+open_values! {
+    /// What kind of network interface this is (an open set: see the [module docs](self)).
+    pub struct InterfaceKind {
+        /// Ethernet or Wi-Fi.
+        Physical = 0 => "physical",
+        /// A tethered phone (USB/Bluetooth/hotspot).
+        Tether = 1 => "tether",
+        /// A tunnel or virtual device (VPN, bridge, veth).
+        Virtual = 2 => "virtual",
+        /// A ZeroTier virtual network.
+        ZeroTier = 3 => "zerotier",
+        /// The loopback interface.
+        Loopback = 4 => "loopback",
+        /// Anything else; the engine may put a finer name in `ext["kind"]`.
+        Other = 255 => "other",
+    }
+}
+
+open_values! {
+    /// The transport a connection carries (an open set).
+    pub struct Transport {
+        /// A TCP stream (SOCKS CONNECT, HTTP CONNECT, HTTP forwarding).
+        Tcp = 0 => "tcp",
+        /// UDP datagrams (a SOCKS5 UDP ASSOCIATE association).
+        Udp = 1 => "udp",
+    }
+}
+
+open_values! {
+    /// The protocol the client spoke to netmix (an open set).
+    pub struct ClientProtocol {
+        /// SOCKS5 (RFC 1928).
+        Socks5 = 0 => "socks5",
+        /// SOCKS4, or SOCKS4a with a host name.
+        Socks4 = 1 => "socks4",
+        /// An HTTP `CONNECT` tunnel.
+        HttpConnect = 2 => "http-connect",
+        /// An HTTP forward-proxy request (`GET http://host/path`).
+        HttpForward = 3 => "http-forward",
+        /// The engine itself (a health probe, a DNS query).
+        Engine = 4 => "engine",
+    }
+}
+
+open_values! {
+    /// The level of a plugin's log line (an open set; see [`crate::log`]).
+    pub struct LogLevel {
+        /// Something an operator must act on.
+        Error = 1 => "error",
+        /// Something went wrong and was recovered from (e.g. a fallback).
+        Warn = 2 => "warn",
+        /// Lifecycle and state changes.
+        Info = 3 => "info",
+        /// Detail for debugging.
+        Debug = 4 => "debug",
+        /// Per-decision detail.
+        Trace = 5 => "trace",
+    }
+}
+
+// === Interfaces ===
 
 /// The health of an interface as the engine judges it (thresholds, not single samples).
 #[repr(u8)]
@@ -235,7 +325,8 @@ pub enum LinkState {
     Up,
     /// Usable but failing some probes or connections; prefer others.
     Degraded,
-    /// Not usable: never pick it.
+    /// Not usable. The engine never puts a Down interface in a strategy's [`Snapshot`]; the
+    /// value exists for strategies that keep interfaces of their own.
     Down,
 }
 
@@ -286,12 +377,48 @@ impl ZeroTierInfo {
     }
 }
 
+/// Counters of one interface that change with every connection, shared live between the engine
+/// and strategies: the engine updates them with relaxed atomic operations as connections start
+/// and end and as bytes move; a strategy reads them in `pick` (they are never stale, unlike a
+/// snapshot rebuilt on change). Strategies must only read them.
+#[repr(C)]
+#[derive(StableAbi, Debug, Default)]
+pub struct LiveCounters {
+    /// Connections in flight through the interface: counted from the moment the engine starts
+    /// to connect through it until the connection fails or closes.
+    pub active: AtomicU32,
+    /// Connections started through it since it appeared (each attempt counts once).
+    pub opened: AtomicU64,
+    /// Bytes sent to destinations through it since it appeared.
+    pub bytes_up: AtomicU64,
+    /// Bytes received from destinations through it since it appeared.
+    pub bytes_down: AtomicU64,
+}
+
+impl LiveCounters {
+    /// Connections in flight now.
+    pub fn active(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Bytes sent so far.
+    pub fn bytes_up(&self) -> u64 {
+        self.bytes_up.load(Ordering::Relaxed)
+    }
+
+    /// Bytes received so far.
+    pub fn bytes_down(&self) -> u64 {
+        self.bytes_down.load(Ordering::Relaxed)
+    }
+}
+
 /// Everything a strategy may know about one interface, as of the snapshot.
 ///
-/// The engine rebuilds the snapshot when something changes; a strategy reads it and must not
-/// keep references across calls (keep ids instead: `id` is stable while the interface exists).
+/// The engine rebuilds the snapshot when something changes and hands it to
+/// [`crate::Strategy::rebuild`]; live counters ([`Self::live`]) change between rebuilds.
+/// Keep ids, not references, across rebuilds: `id` is stable while the interface exists.
 #[repr(C)]
-#[derive(StableAbi, Debug, Clone, PartialEq)]
+#[derive(StableAbi, Debug, Clone)]
 pub struct InterfaceSnapshot {
     /// Stable id of the interface for this engine run (never reused for another interface).
     pub id: u32,
@@ -299,43 +426,48 @@ pub struct InterfaceSnapshot {
     pub name: RString,
     /// What kind of interface it is.
     pub kind: InterfaceKind,
-    /// Health.
+    /// Health: `Up` or `Degraded` (Down interfaces are left out of the snapshot).
     pub state: LinkState,
-    /// Its addresses.
-    pub addrs: RVec<IpAddrC>,
+    /// Its addresses with their on-link prefix lengths (`198.18.10.2/24`), both families.
+    pub addrs: RVec<IpNetC>,
     /// Exponentially weighted moving average of the probe/connect latency, in microseconds;
     /// `None` until the first sample.
     pub latency_ewma_us: ROption<u32>,
     /// Recent latency samples in microseconds, oldest first.
     pub latency_samples_us: RVec<u32>,
-    /// Latency jitter (mean absolute deviation of recent samples), in microseconds.
+    /// Latency jitter (smoothed absolute deviation), in microseconds.
     pub jitter_us: u32,
+    /// The engine's per-attempt connect deadline on this interface, microseconds (adaptive:
+    /// it follows the measured latency).
+    pub connect_timeout_us: u32,
     /// Connections (and probes) that succeeded through it.
     pub successes: u64,
-    /// Connections (and probes) that failed through it.
+    /// Connections (and probes) that failed through it on the interface's side.
     pub failures: u64,
-    /// Connections currently open through it.
-    pub active_conns: u32,
-    /// Bytes sent through it since it appeared.
-    pub bytes_up: u64,
-    /// Bytes received through it since it appeared.
-    pub bytes_down: u64,
     /// Measured upload throughput, bits per second (recent window).
     pub throughput_up_bps: u64,
     /// Measured download throughput, bits per second (recent window).
     pub throughput_down_bps: u64,
+    /// Capacity estimate, upload, bits per second: the highest recent one-second rate while
+    /// the link carried traffic; 0 while unmeasured.
+    pub capacity_up_bps: u64,
+    /// Capacity estimate, download, bits per second (as `capacity_up_bps`); 0 while unmeasured.
+    pub capacity_down_bps: u64,
     /// Configured weight (default 1; 0 means "only as a last resort").
     pub weight: u32,
     /// Whether the user marked it metered (pay per byte).
     pub metered: bool,
     /// ZeroTier facts, for ZeroTier interfaces.
     pub zerotier: ROption<ZeroTierInfo>,
+    /// The live counters (connections in flight, bytes), shared with the engine.
+    pub live: RArc<LiveCounters>,
     /// Facts added later (see the [module docs](self)).
     pub ext: ExtFields,
 }
 
 impl InterfaceSnapshot {
-    /// A healthy physical interface with no statistics yet and weight 1 (for tests and builders).
+    /// A healthy physical interface with no statistics yet, weight 1 and its own zeroed live
+    /// counters (for tests and builders).
     pub fn new(id: u32, name: &str) -> Self {
         Self {
             id,
@@ -346,16 +478,17 @@ impl InterfaceSnapshot {
             latency_ewma_us: RNone,
             latency_samples_us: RVec::new(),
             jitter_us: 0,
+            connect_timeout_us: 5_000_000,
             successes: 0,
             failures: 0,
-            active_conns: 0,
-            bytes_up: 0,
-            bytes_down: 0,
             throughput_up_bps: 0,
             throughput_down_bps: 0,
+            capacity_up_bps: 0,
+            capacity_down_bps: 0,
             weight: 1,
             metered: false,
             zerotier: RNone,
+            live: RArc::new(LiveCounters::default()),
             ext: ExtFields::new(),
         }
     }
@@ -363,6 +496,11 @@ impl InterfaceSnapshot {
     /// Whether it may be picked at all (`state != Down`).
     pub fn is_usable(&self) -> bool {
         self.state != LinkState::Down
+    }
+
+    /// Connections in flight through it now (live).
+    pub fn active_conns(&self) -> u32 {
+        self.live.active()
     }
 
     /// The latency EWMA in milliseconds, if known.
@@ -381,6 +519,41 @@ impl InterfaceSnapshot {
             self.failures as f64 / total as f64
         }
     }
+
+    /// Whether it has an address of `family` (a connection to an IPv6 destination needs an
+    /// IPv6 source).
+    pub fn has_family(&self, family: IpFamily) -> bool {
+        self.addrs.iter().any(|n| n.addr.family == family)
+    }
+}
+
+/// What [`crate::Strategy::rebuild`] receives: every interface a new connection may use.
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Increases with every snapshot the engine builds (a strategy can tell a stale plan).
+    pub generation: u64,
+    /// The usable interfaces (Up or Degraded), ordered by id. When every interface is Down the
+    /// engine offers them all as Degraded: the last links are never all ejected.
+    pub interfaces: RVec<InterfaceSnapshot>,
+    /// Facts added later (see the [module docs](self)).
+    pub ext: ExtFields,
+}
+
+impl Snapshot {
+    /// A snapshot of `interfaces` (generation 0; for tests and builders).
+    pub fn of(interfaces: impl Into<Vec<InterfaceSnapshot>>) -> Self {
+        Self {
+            generation: 0,
+            interfaces: RVec::from(interfaces.into()),
+            ext: ExtFields::new(),
+        }
+    }
+
+    /// The interface with `id`, if present.
+    pub fn get(&self, id: u32) -> Option<&InterfaceSnapshot> {
+        self.interfaces.iter().find(|i| i.id == id)
+    }
 }
 
 // === Connections ===
@@ -389,24 +562,34 @@ impl InterfaceSnapshot {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct ConnMeta {
-    /// The destination host name, when the client sent one (SOCKS5 domain address type).
+    /// The engine's id of this connection, unique for the engine run; [`ConnOutcome`]s about
+    /// it carry the same id.
+    pub id: u64,
+    /// The destination host name, when the client sent one.
     pub host: ROption<RString>,
     /// The destination address, when the client sent one (or it was already resolved).
     pub addr: ROption<IpAddrC>,
     /// The destination port.
     pub port: u16,
-    /// The SOCKS client's address.
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The protocol the client spoke to netmix.
+    pub protocol: ClientProtocol,
+    /// The client's address.
     pub client: IpAddrC,
-    /// The SOCKS client's port.
+    /// The client's port.
     pub client_port: u16,
-    /// Interface ids already tried for this connection (failed), in the order tried.
+    /// Interface ids already tried for this connection, in the order tried: empty on the
+    /// first pick; when a connect fails on the interface's side the engine asks again with
+    /// the failed interfaces here.
     pub tried: RVec<u32>,
     /// Facts added later (see the [module docs](self)).
     pub ext: ExtFields,
 }
 
 impl ConnMeta {
-    /// A connection to `host:port` from `127.0.0.1:0` with nothing tried (tests and builders).
+    /// A TCP connection to `host:port` from `127.0.0.1:0` over SOCKS5 with nothing tried
+    /// (tests and builders).
     pub fn for_host(host: &str, port: u16) -> Self {
         Self {
             host: ROption::RSome(host.into()),
@@ -414,16 +597,20 @@ impl ConnMeta {
         }
     }
 
-    /// A connection to `addr:port` from `127.0.0.1:0` with nothing tried (tests and builders).
+    /// A TCP connection to `addr:port` from `127.0.0.1:0` over SOCKS5 with nothing tried
+    /// (tests and builders).
     pub fn for_addr(addr: impl Into<IpAddrC>, port: u16) -> Self {
         Self::for_addr_opt(ROption::RSome(addr.into()), port)
     }
 
     fn for_addr_opt(addr: ROption<IpAddrC>, port: u16) -> Self {
         Self {
+            id: 0,
             host: RNone,
             addr,
             port,
+            transport: Transport::Tcp,
+            protocol: ClientProtocol::Socks5,
             client: Ipv4Addr::LOCALHOST.into(),
             client_port: 0,
             tried: RVec::new(),
@@ -445,6 +632,16 @@ impl ConnMeta {
     pub fn was_tried(&self, id: u32) -> bool {
         self.tried.contains(&id)
     }
+
+    /// Whether `iface` can carry this connection: not tried yet and, when the destination
+    /// address is known, with a source address of its family.
+    pub fn fits(&self, iface: &InterfaceSnapshot) -> bool {
+        !self.was_tried(iface.id)
+            && match &self.addr {
+                ROption::RSome(a) => iface.has_family(a.family),
+                RNone => true,
+            }
+    }
 }
 
 /// Which moment of a connection's life a [`ConnOutcome`] reports.
@@ -453,7 +650,8 @@ impl ConnMeta {
 pub enum OutcomeStage {
     /// The connect succeeded; `bytes_*` and `duration_us` are still zero. A `Closed` follows.
     Connected,
-    /// The connect through this interface failed (the engine may try the next one).
+    /// The connect through this interface failed (the engine may ask again, with it in
+    /// `tried`).
     ConnectFailed,
     /// The connection finished (either side closed, or it broke).
     Closed,
@@ -529,13 +727,13 @@ impl Choice {
         self.order.first().copied()
     }
 
-    /// The order as the engine should try it: ids that are in `interfaces`, usable and not
-    /// tried for `conn`, each once, in the strategy's order. (A host-side check: strategies
+    /// The order as the engine should try it: ids that are in `snapshot`, fit `conn` (see
+    /// [`ConnMeta::fits`]), each once, in the strategy's order. (A host-side check: strategies
     /// are code from elsewhere.)
-    pub fn valid_order(&self, interfaces: &[InterfaceSnapshot], conn: &ConnMeta) -> Vec<u32> {
+    pub fn valid_order(&self, snapshot: &[InterfaceSnapshot], conn: &ConnMeta) -> Vec<u32> {
         let mut out = Vec::with_capacity(self.order.len());
         for &id in self.order.iter() {
-            if !out.contains(&id) && candidates(interfaces, conn).any(|i| i.id == id) {
+            if !out.contains(&id) && candidates(snapshot, conn).any(|i| i.id == id) {
                 out.push(id);
             }
         }
@@ -545,14 +743,15 @@ impl Choice {
 
 // === Helpers for strategy authors ===
 
-/// The interfaces a strategy may pick for `conn`: usable and not yet tried, in snapshot order.
+/// The interfaces of a snapshot that can carry `conn`: usable, not tried, of the destination's
+/// address family (see [`ConnMeta::fits`]), in snapshot order.
 pub fn candidates<'a>(
     interfaces: &'a [InterfaceSnapshot],
     conn: &'a ConnMeta,
 ) -> impl Iterator<Item = &'a InterfaceSnapshot> + 'a {
     interfaces
         .iter()
-        .filter(move |i| i.is_usable() && !conn.was_tried(i.id))
+        .filter(move |i| i.is_usable() && conn.fits(i))
 }
 
 /// The ids of the [`candidates`] sorted by `key`, smallest first (ties keep snapshot order).
@@ -610,16 +809,40 @@ mod tests {
     }
 
     #[test]
+    fn open_values_name_what_they_know() {
+        assert_eq!(InterfaceKind::ZeroTier.to_string(), "zerotier");
+        assert_eq!(InterfaceKind(77).to_string(), "other(77)");
+        assert_eq!(InterfaceKind(77).known_name(), None);
+        assert_eq!(ClientProtocol::HttpConnect.to_string(), "http-connect");
+        assert_eq!(format!("{:?}", Transport::Udp), "udp");
+        assert!(LogLevel::Error < LogLevel::Trace);
+    }
+
+    #[test]
+    fn live_counters_are_shared() {
+        let a = InterfaceSnapshot::new(1, "wan0");
+        let b = a.clone();
+        a.live.active.fetch_add(2, Ordering::Relaxed);
+        assert_eq!(b.active_conns(), 2, "a clone shares the live counters");
+    }
+
+    #[test]
     fn helpers() {
         let mut ifs: Vec<_> = (1..=4).map(|i| InterfaceSnapshot::new(i, "x")).collect();
+        for i in &mut ifs {
+            i.addrs
+                .push(IpNetC::new(Ipv4Addr::new(198, 18, 0, i.id as u8), 24));
+        }
         ifs[1].state = LinkState::Down;
-        ifs[0].active_conns = 5;
+        ifs[0].live.active.store(5, Ordering::Relaxed);
         let mut conn = ConnMeta::for_host("example.com", 443);
         conn.tried.push(3);
         assert_eq!(conn.host_or_addr(), "example.com");
-        assert_eq!(order_by_key(&ifs, &conn, |i| i.active_conns), vec![4, 1]);
+        assert_eq!(order_by_key(&ifs, &conn, |i| i.active_conns()), vec![4, 1]);
         let by_addr = ConnMeta::for_addr(Ipv4Addr::new(192, 0, 2, 1), 80);
         assert_eq!(by_addr.host_or_addr(), "192.0.2.1");
+        let v6 = ConnMeta::for_addr("2001:db8::1".parse::<Ipv6Addr>().unwrap(), 80);
+        assert_eq!(candidates(&ifs, &v6).count(), 0, "no IPv6 source anywhere");
         assert_eq!(Choice::new(vec![2, 1], "r").first(), Some(2));
         let messy = Choice::new(vec![9, 4, 2, 4, 3, 1], "r");
         assert_eq!(messy.valid_order(&ifs, &conn), vec![4, 1]);

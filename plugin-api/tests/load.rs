@@ -1,20 +1,26 @@
 //! Loads the real plugin files (`cdylib`s of `plugins/`) through [`host`] and drives them
 //! through the ABI, the way the engine does.
 //!
-//! The plugins must be built first (`cargo build --workspace`, with the same `CARGO_TARGET_DIR`
-//! and profile as the test): this test finds them next to its own executable.
+//! The plugins must be built first, with the same `CARGO_TARGET_DIR` and profile as the test
+//! (`cargo build -p netmix-strategy-round-robin -p netmix-strategy-capacity
+//! -p netmix-strategy-latency -p netmix-strategy-sticky -p netmix-fixture-panicky
+//! -p netmix-fixture-abi-mismatch -p netmix-fixture-not-a-plugin`): this test finds them next to its own executable.
 
 use std::{
     collections::HashMap,
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
+    sync::{Mutex, PoisonError, atomic::Ordering},
 };
 
-use abi_stable::std_types::{RSlice, RSome};
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    std_types::{RSome, RStr},
+};
 use netmix_plugin_api::{
-    ConnMeta, ConnOutcome, ExtFields, InterfaceSnapshot, LinkState, OutcomeStage, StrategyBox,
-    StrategyError,
+    ConnMeta, ConnOutcome, ExtFields, HostMod, HostMod_Ref, InterfaceSnapshot, LogLevel,
+    OutcomeStage, Snapshot, StrategyBox, StrategyError,
     host::{LoadedPlugin, load_dir, load_plugin},
 };
 
@@ -37,11 +43,34 @@ fn lib_path(stem: &str) -> PathBuf {
     let path = profile_dir().join(&file);
     assert!(
         path.exists(),
-        "{} is missing: build the plugins first: cargo build --workspace \
+        "{} is missing: build the plugins first: cargo build -p netmix-{} \
          (with the same CARGO_TARGET_DIR and profile as this test)",
-        path.display()
+        path.display(),
+        stem.replace('_', "-")
     );
     path
+}
+
+/// Every line the plugins logged through [`host`]: (plugin, level, message).
+static LOGGED: Mutex<Vec<(String, LogLevel, String)>> = Mutex::new(Vec::new());
+
+/// The engine's services, as a test provides them: log lines are kept in [`LOGGED`] (and
+/// shown on stderr).
+fn host() -> HostMod_Ref {
+    extern "C" fn log(plugin: RStr<'_>, level: LogLevel, message: RStr<'_>) {
+        eprintln!("{level} [{plugin}] {message}");
+        LOGGED.lock().unwrap_or_else(PoisonError::into_inner).push((
+            plugin.to_string(),
+            level,
+            message.to_string(),
+        ));
+    }
+    HostMod { log }.leak_into_prefix()
+}
+
+/// An instance of `plugin` with `options`, built the way the engine builds one.
+fn instantiate(plugin: &LoadedPlugin, options: &str) -> Result<StrategyBox, StrategyError> {
+    plugin.instantiate(options, host())
 }
 
 fn load(stem: &str) -> LoadedPlugin {
@@ -81,19 +110,32 @@ fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
         .collect()
 }
 
-fn pick(s: &StrategyBox, ifs: &[InterfaceSnapshot], conn: &ConnMeta) -> Result<u32, StrategyError> {
-    s.pick(RSlice::from_slice(ifs), conn)
+/// Hands `ifs` to the strategy as the engine does when the interfaces change.
+fn rebuild(s: &StrategyBox, ifs: &[InterfaceSnapshot]) {
+    s.rebuild(&Snapshot::of(ifs.to_vec())).unwrap();
+}
+
+fn pick(s: &StrategyBox, conn: &ConnMeta) -> Result<u32, StrategyError> {
+    s.pick(conn)
         .into_result()
         .map(|c| c.first().expect("non-empty order"))
 }
 
 fn count_firsts(s: &StrategyBox, ifs: &[InterfaceSnapshot], n: usize) -> HashMap<u32, usize> {
+    rebuild(s, ifs);
     let conn = ConnMeta::for_host("example.com", 443);
     let mut counts = HashMap::new();
     for _ in 0..n {
-        *counts.entry(pick(s, ifs, &conn).unwrap()).or_default() += 1;
+        *counts.entry(pick(s, &conn).unwrap()).or_default() += 1;
     }
     counts
+}
+
+/// Counts a connection in flight on interface `id` of `ifs`, as the engine does from the
+/// moment it starts connecting (the strategy's plan shares these counters).
+fn start_connect(ifs: &[InterfaceSnapshot], id: u32) {
+    let iface = ifs.iter().find(|i| i.id == id).expect("known id");
+    iface.live.active.fetch_add(1, Ordering::Relaxed);
 }
 
 fn assert_one_line_naming(err: &impl std::fmt::Display, path: &Path, needle: &str) {
@@ -114,29 +156,27 @@ fn round_robin_is_exact_through_the_abi() {
     assert_eq!(plugin.name, "round-robin");
     assert!(!plugin.description.is_empty());
 
-    let s = plugin.instantiate("").unwrap();
+    let s = instantiate(&plugin, "").unwrap();
     assert_eq!(s.name().as_str(), "round-robin");
+    assert!(
+        matches!(
+            pick(&s, &ConnMeta::for_host("h", 1)),
+            Err(StrategyError::Other(_))
+        ),
+        "no pick before the first rebuild"
+    );
     let c = count_firsts(&s, &ifaces(&[1, 1, 1]), 30);
     assert_eq!((c[&1], c[&2], c[&3]), (10, 10, 10));
 
-    let s = plugin.instantiate("").unwrap();
+    let s = instantiate(&plugin, "").unwrap();
     let c = count_firsts(&s, &ifaces(&[1, 2, 3]), 30);
     assert_eq!((c[&1], c[&2], c[&3]), (5, 10, 15));
 
-    let choice = s
-        .pick(
-            RSlice::from_slice(&ifaces(&[1, 2, 3])),
-            &ConnMeta::for_host("h", 1),
-        )
-        .unwrap();
-    assert_eq!(choice.order.len(), 3);
-    assert!(
-        choice.reason.starts_with("round-robin "),
-        "{}",
-        choice.reason
-    );
+    let choice = s.pick(&ConnMeta::for_host("h", 1)).unwrap();
+    assert_eq!(choice.order.as_slice(), &[3, 2, 1]);
+    assert_eq!(choice.reason, "round-robin 1/6 (weight 3)");
 
-    let err = plugin.instantiate("bogus = 1").unwrap_err();
+    let err = instantiate(&plugin, "bogus = 1").unwrap_err();
     assert!(matches!(err, StrategyError::InvalidConfig(_)), "{err}");
 }
 
@@ -144,29 +184,54 @@ fn round_robin_is_exact_through_the_abi() {
 fn latency_prefers_fast_then_spreads() {
     let plugin = load("strategy_latency");
     assert_eq!(plugin.name, "latency");
-    let s = plugin.instantiate("tolerance_pct = 10").unwrap();
+    let s = instantiate(&plugin, "tolerance_pct = 10").unwrap();
     let mut ifs = ifaces(&[1, 1, 1]);
     for (i, ms) in [30, 5, 20].into_iter().enumerate() {
         ifs[i].latency_ewma_us = RSome(ms * 1000);
     }
+    rebuild(&s, &ifs);
     let conn = ConnMeta::for_host("example.com", 443);
-    let choice = s.pick(RSlice::from_slice(&ifs), &conn).unwrap();
+    let choice = s.pick(&conn).unwrap();
     assert_eq!(choice.order.as_slice(), &[2, 3, 1]);
     assert_eq!(choice.reason, "latency 5.0ms×(1+0 active)");
 
-    // Simulate connections piling onto the fastest link: it stops being first.
+    // Connections pile onto the fastest link (the engine counts each from the start of its
+    // connect, without a rebuild): it stops being first.
     let mut firsts = Vec::new();
     for _ in 0..12 {
-        let first = pick(&s, &ifs, &conn).unwrap();
-        ifs[first as usize - 1].active_conns += 1;
+        let first = pick(&s, &conn).unwrap();
+        start_connect(&ifs, first);
         firsts.push(first);
     }
     assert_eq!(firsts[0], 2);
     assert!(firsts.contains(&3), "never spread: {firsts:?}");
-    assert!(ifs[1].active_conns > ifs[2].active_conns, "{firsts:?}");
+    assert!(ifs[1].active_conns() > ifs[2].active_conns(), "{firsts:?}");
 
     assert!(matches!(
-        plugin.instantiate("tolerance_pct = -5.0"),
+        instantiate(&plugin, "tolerance_pct = -5.0"),
+        Err(StrategyError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn capacity_shares_by_measured_capacity() {
+    let plugin = load("strategy_capacity");
+    assert_eq!(plugin.name, "capacity");
+    let s = instantiate(&plugin, "").unwrap();
+    let mut ifs = ifaces(&[1, 1]);
+    ifs[0].capacity_down_bps = 10_000_000;
+    ifs[1].capacity_down_bps = 30_000_000;
+    rebuild(&s, &ifs);
+    let conn = ConnMeta::for_host("example.com", 443);
+    let mut counts = [0; 2];
+    for _ in 0..20 {
+        let first = pick(&s, &conn).unwrap();
+        start_connect(&ifs, first);
+        counts[first as usize - 1] += 1;
+    }
+    assert_eq!(counts, [5, 15], "10:30 of 20");
+    assert!(matches!(
+        instantiate(&plugin, "unit_bytes = 0"),
         Err(StrategyError::InvalidConfig(_))
     ));
 }
@@ -175,16 +240,17 @@ fn latency_prefers_fast_then_spreads() {
 fn sticky_stays_sticky() {
     let plugin = load("strategy_sticky");
     assert_eq!(plugin.name, "sticky");
-    let s = plugin.instantiate("ttl_secs = 60").unwrap();
-    let mut ifs = ifaces(&[1, 1, 1]);
-    ifs[0].active_conns = 3;
-    ifs[1].active_conns = 1;
-    ifs[2].active_conns = 2;
+    let s = instantiate(&plugin, "ttl_secs = 60").unwrap();
+    let ifs = ifaces(&[1, 1, 1]);
+    for (iface, active) in ifs.iter().zip([3, 1, 2]) {
+        iface.live.active.store(active, Ordering::Relaxed);
+    }
+    rebuild(&s, &ifs);
     let bank = ConnMeta::for_host("bank.example", 443);
-    assert_eq!(pick(&s, &ifs, &bank).unwrap(), 2);
-    ifs[1].active_conns = 9;
+    assert_eq!(pick(&s, &bank).unwrap(), 2);
+    ifs[1].live.active.store(9, Ordering::Relaxed);
     for _ in 0..5 {
-        let c = s.pick(RSlice::from_slice(&ifs), &bank).unwrap();
+        let c = s.pick(&bank).unwrap();
         assert_eq!(c.first(), Some(2));
         assert!(
             c.reason.starts_with("sticky: bank.example → wan2"),
@@ -193,12 +259,13 @@ fn sticky_stays_sticky() {
         );
     }
     let other = ConnMeta::for_host("news.example", 443);
-    assert_eq!(pick(&s, &ifs, &other).unwrap(), 3);
-    ifs[1].state = LinkState::Down;
-    assert_eq!(pick(&s, &ifs, &bank).unwrap(), 3);
+    assert_eq!(pick(&s, &other).unwrap(), 3);
+    // wan2 goes Down: the engine leaves it out of the next snapshot.
+    rebuild(&s, &[ifs[0].clone(), ifs[2].clone()]);
+    assert_eq!(pick(&s, &bank).unwrap(), 3);
 
     assert!(matches!(
-        plugin.instantiate("ttl_secs = 0"),
+        instantiate(&plugin, "ttl_secs = 0"),
         Err(StrategyError::InvalidConfig(_))
     ));
 }
@@ -207,10 +274,20 @@ fn sticky_stays_sticky() {
 fn panics_come_back_as_errors() {
     let plugin = load("fixture_panicky");
     assert_eq!(plugin.name, "panicky");
-    let s = plugin.instantiate("").unwrap();
+    let s = instantiate(&plugin, "").unwrap();
+    assert!(
+        LOGGED.lock().unwrap().contains(&(
+            "panicky".to_owned(),
+            LogLevel::Warn,
+            "panicky fixture constructed".to_owned()
+        )),
+        "the constructor's log line reaches the host with the plugin's name: {:?}",
+        LOGGED.lock().unwrap()
+    );
+    rebuild(&s, &ifaces(&[1]));
     let conn = ConnMeta::for_host("h", 1);
     for _ in 0..3 {
-        let err = pick(&s, &ifaces(&[1]), &conn).unwrap_err();
+        let err = pick(&s, &conn).unwrap_err();
         assert!(
             matches!(&err, StrategyError::Panicked(m) if m.contains("deliberate panic")),
             "{err:?}"
@@ -230,13 +307,13 @@ fn panics_come_back_as_errors() {
         s.observe(&outcome).into_result(),
         Err(StrategyError::Panicked(_))
     ));
-    let err = plugin.instantiate("panic_in_new = true").unwrap_err();
+    let err = instantiate(&plugin, "panic_in_new = true").unwrap_err();
     assert!(
         matches!(&err, StrategyError::Panicked(m) if m.contains("in new")),
         "{err:?}"
     );
     // Still alive, and the other strategies still work.
-    assert!(plugin.instantiate("").is_ok());
+    assert!(instantiate(&plugin, "").is_ok());
 }
 
 #[test]
@@ -329,6 +406,6 @@ fn load_dir_reports_every_file() {
     );
     assert!(shown[2].contains("e_sticky.so: refused"), "{}", shown[2]);
     for plugin in &loaded {
-        assert!(plugin.instantiate("").is_ok(), "{}", plugin.name);
+        assert!(instantiate(plugin, "").is_ok(), "{}", plugin.name);
     }
 }

@@ -83,7 +83,7 @@ async fn missing_library_or_model_falls_back_and_keeps_serving() {
         let logs = engine.logs();
         let lines: Vec<&str> = logs
             .lines()
-            .filter(|l| l.contains("netmix-strategy-onnx"))
+            .filter(|l| l.contains("netmix::plugin"))
             .collect();
         assert_eq!(
             lines.len(),
@@ -93,6 +93,12 @@ async fn missing_library_or_model_falls_back_and_keeps_serving() {
         assert!(
             lines[0].contains("ONNX model unavailable, falling back to latency scoring")
                 && lines[0].contains(cause),
+            "{}",
+            lines[0]
+        );
+        // It went through the engine's log, with the plugin's name and level.
+        assert!(
+            lines[0].contains("plugin=onnx") && lines[0].contains("WARN"),
             "{}",
             lines[0]
         );

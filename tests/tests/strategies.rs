@@ -247,6 +247,15 @@ async fn bad_plugins_are_refused_in_one_line_and_a_panicking_one_falls_back() {
         !logs.contains("panicked at"),
         "the plugin's panic is not dumped on stderr:\n{logs}"
     );
+    // The plugin's own log line went through the engine's log, attributed to it.
+    let own = logs
+        .lines()
+        .find(|l| l.contains("panicky fixture constructed"))
+        .unwrap_or_else(|| panic!("the plugin's log line:\n{logs}"));
+    assert!(
+        own.contains("netmix::plugin") && own.contains("plugin=panicky"),
+        "{own}"
+    );
     let strategy = api(&lab, DASHBOARD, "/api/strategy").await;
     assert_eq!(strategy["active"], "panicky");
     let has_event =

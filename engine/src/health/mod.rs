@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use crate::config::{HealthConfig, split_host_port};
 use crate::iface::bind::connect_via;
-use crate::iface::{InterfaceView, Observed, Outcome, Source};
-use crate::manager::{ConnectionManager, GetInterfaces};
+use crate::iface::{Outcome, Source};
+use crate::router::{Member, Router};
 
 /// Runs one probe round now (tests and the CLI; the timer does the same).
 #[derive(Message, Debug)]
@@ -32,38 +32,36 @@ pub struct HealthProber {
     targets: Vec<String>,
     interval: Duration,
     timeout: Duration,
-    manager: Addr<ConnectionManager>,
+    router: Arc<Router>,
 }
 
 impl HealthProber {
     /// A prober (not started) for `[health]`. Does nothing when there are no targets.
-    pub fn new(config: &HealthConfig, manager: Addr<ConnectionManager>) -> Self {
+    pub fn new(config: &HealthConfig, router: Arc<Router>) -> Self {
         Self {
             targets: config.probe_targets.clone(),
             interval: Duration::from_millis(config.probe_interval_ms),
             timeout: Duration::from_millis(config.probe_timeout_ms),
-            manager,
+            router,
         }
     }
 
     fn round(&self, ctx: &mut Context<Self>) {
         let targets = self.targets.clone();
         let timeout = self.timeout;
-        let manager = self.manager.clone();
+        let snapshot = self.router.snapshot();
         let fut = async move {
-            let Ok(interfaces) = manager.send(GetInterfaces).await else {
-                return;
-            };
             for target in &targets {
                 let Some(addrs) = resolve(target).await else {
                     tracing::debug!(target, "Probe target does not resolve.");
                     continue;
                 };
-                for iface in interfaces.iter().filter(|i| i.is_present()) {
-                    let Some(&dest) = addrs.iter().find(|a| iface.source_for(a).is_some()) else {
+                for member in snapshot.all.iter().filter(|m| m.state.is_present()) {
+                    let Some(&dest) = addrs.iter().find(|a| member.state.source_for(a).is_some())
+                    else {
                         continue;
                     };
-                    tokio::spawn(probe(iface.clone(), dest, timeout));
+                    tokio::spawn(probe(member.clone(), dest, timeout));
                 }
             }
         };
@@ -85,19 +83,19 @@ async fn resolve(target: &str) -> Option<Vec<SocketAddr>> {
 }
 
 /// One TCP-connect probe through `iface`; the result goes to the interface's actor.
-async fn probe(iface: Arc<InterfaceView>, dest: SocketAddr, timeout: Duration) {
+async fn probe(member: Member, dest: SocketAddr, timeout: Duration) {
     let started = Instant::now();
-    let outcome = match connect_via(&iface, dest, timeout).await {
+    let outcome = match connect_via(&member.state, dest, timeout).await {
         Ok(_stream) => Outcome::Connected(started.elapsed()),
         Err(e) if !e.is_interface_side() => Outcome::Connected(started.elapsed()),
         Err(e) if e.is_link_failure() => Outcome::LinkFailed,
         Err(_) => Outcome::Failed,
     };
-    tracing::trace!(iface = %iface.name, %dest, ?outcome, "Probe.");
-    iface.actor.do_send(Observed {
-        source: Source::Probe,
-        outcome,
-    });
+    tracing::trace!(iface = %member.state.name, %dest, ?outcome, "Probe.");
+    match outcome {
+        Outcome::Connected(rtt) => member.handles.connected(Source::Probe, rtt),
+        failed => member.handles.failed(Source::Probe, failed),
+    }
 }
 
 impl Actor for HealthProber {

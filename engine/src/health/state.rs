@@ -38,6 +38,17 @@ pub enum Health {
     Down,
 }
 
+impl Health {
+    /// The lowercase name the dashboard, the API and the connection log use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+        }
+    }
+}
+
 /// Thresholds and back-off of the state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthPolicy {

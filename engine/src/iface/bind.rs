@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::InterfaceView;
+use super::InterfaceState;
 
 static BIND_DEVICE_DENIED: AtomicBool = AtomicBool::new(false);
 
@@ -74,7 +74,7 @@ impl ConnectError {
 /// # Errors
 /// [`ConnectError`] with the OS error or the timeout.
 pub async fn connect_via(
-    iface: &InterfaceView,
+    iface: &InterfaceState,
     dest: SocketAddr,
     timeout: std::time::Duration,
 ) -> Result<TcpStream, ConnectError> {
@@ -90,7 +90,7 @@ pub async fn connect_via(
 ///
 /// # Errors
 /// When the interface lacks an address of `dest`'s family or the OS refuses a socket option.
-pub fn bound_socket(iface: &InterfaceView, dest: SocketAddr) -> Result<TcpSocket, ConnectError> {
+pub fn bound_socket(iface: &InterfaceState, dest: SocketAddr) -> Result<TcpSocket, ConnectError> {
     let source = iface
         .source_for(&dest)
         .ok_or_else(|| ConnectError::NoAddressFamily {
@@ -135,7 +135,7 @@ fn defer_port_choice(socket: &Socket) {
 fn defer_port_choice(_socket: &Socket) {}
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn bind_to_interface(socket: &Socket, iface: &InterfaceView, _dest: SocketAddr) -> io::Result<()> {
+fn bind_to_interface(socket: &Socket, iface: &InterfaceState, _dest: SocketAddr) -> io::Result<()> {
     match socket.bind_device(Some(iface.name.as_bytes())) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             if !BIND_DEVICE_DENIED.swap(true, Ordering::Relaxed) {
@@ -156,7 +156,7 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceView, _dest: SocketAddr) 
     target_os = "tvos",
     target_os = "watchos"
 ))]
-fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -> io::Result<()> {
+fn bind_to_interface(socket: &Socket, iface: &InterfaceState, dest: SocketAddr) -> io::Result<()> {
     let _ = &BIND_DEVICE_DENIED;
     let index = std::num::NonZeroU32::new(iface.index);
     if dest.is_ipv4() {
@@ -168,7 +168,7 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -
 
 #[cfg(windows)]
 #[allow(unsafe_code)]
-fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -> io::Result<()> {
+fn bind_to_interface(socket: &Socket, iface: &InterfaceState, dest: SocketAddr) -> io::Result<()> {
     use std::os::windows::io::AsRawSocket;
     use windows_sys::Win32::Networking::WinSock::{
         IP_UNICAST_IF, IPPROTO_IP, IPPROTO_IPV6, IPV6_UNICAST_IF, SOCKET, setsockopt,
@@ -207,7 +207,7 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceView, dest: SocketAddr) -
     target_os = "watchos",
     windows
 )))]
-fn bind_to_interface(_: &Socket, _: &InterfaceView, _: SocketAddr) -> io::Result<()> {
+fn bind_to_interface(_: &Socket, _: &InterfaceState, _: SocketAddr) -> io::Result<()> {
     // Elsewhere the source address bind alone selects the link.
     let _ = &BIND_DEVICE_DENIED;
     Ok(())

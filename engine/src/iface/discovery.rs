@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::scan::{ScannedInterface, scan};
-use super::{InterfaceActor, InterfaceChanged, InterfaceParams, LinkUpdated, Retire};
+use super::{InterfaceActor, InterfaceParams, LinkUpdated, Membership, Retire};
 use crate::config::InterfaceFilter;
 use crate::events::Events;
 
@@ -27,7 +27,7 @@ pub struct Discovery {
     filter: InterfaceFilter,
     params: InterfaceParams,
     interval: Duration,
-    manager: Recipient<InterfaceChanged>,
+    manager: Membership,
     events: Events,
     known: HashMap<String, Known>,
     next_id: u32,
@@ -45,7 +45,7 @@ impl Discovery {
         filter: InterfaceFilter,
         params: InterfaceParams,
         interval: Duration,
-        manager: Recipient<InterfaceChanged>,
+        manager: Membership,
         events: Events,
     ) -> Self {
         Self {

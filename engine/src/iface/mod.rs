@@ -1,23 +1,24 @@
 //! Interfaces: one [`InterfaceActor`] per network interface, the [`Discovery`] actor that starts
 //! and retires them as interfaces come and go, and outbound socket binding.
 //!
-//! Each `InterfaceActor` owns its interface's state and numbers. Whenever they change it sends an
-//! immutable [`InterfaceView`] to the [`ConnectionManager`](crate::manager::ConnectionManager),
-//! which publishes the set to the router. Connection tasks report their events through the
-//! view's [`Traffic`] queue (one actor wake-up per burst, see [`crate::batch`]) and failures
-//! with `do_send`; they never wait on the actor.
+//! Each `InterfaceActor` owns its interface's state and numbers. Whenever they change it sends
+//! its [`InterfaceState`] (plain data) to the
+//! [`ConnectionManager`](crate::manager::ConnectionManager), which builds the one snapshot for
+//! the router, the prober and the dashboard. The state's [`Handles`] — live counters and the
+//! event queue — are handed over once, when the interface joins, and kept beside the state by
+//! id. Connection tasks report through the queue (successes in batches, one actor wake-up per
+//! burst; failures at once, see [`crate::batch`]); they never wait on the actor.
 
 pub mod bind;
 mod discovery;
 pub mod scan;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use abi_stable::std_types::RArc;
 use actix::prelude::*;
-use serde::Serialize;
+use ipnet::IpNet;
 use tokio::time::Instant;
 
 use crate::batch::{Batched, Wake};
@@ -27,45 +28,15 @@ use crate::health::state::{Health, HealthPolicy, HealthState, Transition};
 use crate::health::stats::{LatencyStats, Throughput};
 
 pub use discovery::{Discovery, Rescan};
+pub use netmix_plugin_api::LiveCounters;
 pub use scan::{InterfaceKind, ScannedInterface};
 
-/// Bytes relayed through an interface so far. Relay tasks add to these as data moves (one
-/// relaxed atomic add per read, never a message per byte); the interface's actor samples them
-/// every second for throughput. They belong to that actor: nothing else reads them.
-#[derive(Debug, Default)]
-pub struct LiveCounters {
-    /// Client → destination bytes.
-    pub bytes_up: AtomicU64,
-    /// Destination → client bytes.
-    pub bytes_down: AtomicU64,
-}
-
-/// Counters an interface accumulates from the connections it carries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct InterfaceStats {
-    /// Relayed connections open now.
-    pub active: u32,
-    /// Connects and probes that succeeded.
-    pub successes: u64,
-    /// Connects and probes that failed on the interface's side.
-    pub failures: u64,
-    /// Bytes sent to destinations (client → destination).
-    pub bytes_up: u64,
-    /// Bytes received from destinations (destination → client).
-    pub bytes_down: u64,
-    /// Smoothed throughput, client → destination, bits per second.
-    pub up_bps: u64,
-    /// Smoothed throughput, destination → client, bits per second.
-    pub down_bps: u64,
-    /// Highest one-second download rate seen (a capacity estimate), bits per second.
-    pub peak_down_bps: u64,
-    /// Times the interface was ejected (Down after failures).
-    pub ejections: u32,
-}
-
-/// An immutable picture of one interface, as the router and the dashboard see it.
-#[derive(Debug, Clone)]
-pub struct InterfaceView {
+/// One interface's state as plain data: what the snapshot, the dashboard and the CLI read.
+/// Built by the interface's actor (the only writer) and published whole whenever it changes.
+/// Numbers that change with every connection (in-flight count, bytes) are not here: they are
+/// the interface's [`LiveCounters`], in its [`Handles`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceState {
     /// Stable for the life of the interface; a vanished-and-returned interface gets a new id.
     pub id: u32,
     /// OS name.
@@ -78,8 +49,8 @@ pub struct InterfaceView {
     pub health: Health,
     /// The OS reports the link up.
     pub link_up: bool,
-    /// Source addresses, both families.
-    pub addrs: Vec<IpAddr>,
+    /// Source addresses with their on-link prefixes, both families.
+    pub addrs: Vec<IpNet>,
     /// Relative share for weight-aware strategies.
     pub weight: u32,
     /// Costs money per byte.
@@ -92,24 +63,63 @@ pub struct InterfaceView {
     pub jitter_us: u32,
     /// The latest latency samples, microseconds, oldest first.
     pub recent_latency_us: Vec<u32>,
-    /// The per-attempt connect deadline on this interface (adaptive).
+    /// The per-attempt connect deadline on this interface (adaptive: derived from the latency
+    /// figures above by [`InterfaceParams::connect_deadline`]).
     pub connect_timeout: Duration,
-    /// Counters.
-    pub stats: InterfaceStats,
-    /// Byte counters relays add to.
-    pub live: Arc<LiveCounters>,
-    /// The actor (probes report to it; the dashboard asks it for history).
-    pub actor: Addr<InterfaceActor>,
-    /// Connection events for the actor, delivered in batches.
-    pub traffic: Batched<Traffic>,
+    /// Connects and probes that succeeded.
+    pub successes: u64,
+    /// Connects and probes that failed on the interface's side.
+    pub failures: u64,
+    /// Smoothed throughput, client → destination, bits per second.
+    pub up_bps: u64,
+    /// Smoothed throughput, destination → client, bits per second.
+    pub down_bps: u64,
+    /// Capacity estimate, upload, bits per second (0 while unmeasured).
+    pub peak_up_bps: u64,
+    /// Capacity estimate, download, bits per second (0 while unmeasured).
+    pub peak_down_bps: u64,
+    /// Times the interface was ejected (Down after failures).
+    pub ejections: u32,
 }
 
-impl InterfaceView {
+impl InterfaceState {
+    /// A fresh interface as discovery found it: no measurements yet.
+    pub fn new(
+        id: u32,
+        scanned: &ScannedInterface,
+        settings: (u32, bool),
+        params: &InterfaceParams,
+    ) -> Self {
+        Self {
+            id,
+            name: scanned.name.clone(),
+            index: scanned.index,
+            kind: scanned.kind,
+            health: if scanned.up { Health::Up } else { Health::Down },
+            link_up: scanned.up,
+            addrs: scanned.addrs.clone(),
+            weight: settings.0,
+            metered: settings.1,
+            retired: false,
+            latency_ewma_us: None,
+            jitter_us: 0,
+            recent_latency_us: Vec::new(),
+            connect_timeout: params.connect_timeout,
+            successes: 0,
+            failures: 0,
+            up_bps: 0,
+            down_bps: 0,
+            peak_up_bps: 0,
+            peak_down_bps: 0,
+            ejections: 0,
+        }
+    }
+
     /// The source address to bind for `dest`: the first address of the same family.
     pub fn source_for(&self, dest: &SocketAddr) -> Option<IpAddr> {
         self.addrs
             .iter()
-            .copied()
+            .map(IpNet::addr)
             .find(|a| a.is_ipv4() == dest.is_ipv4())
     }
 
@@ -121,6 +131,45 @@ impl InterfaceView {
     /// May new connections go out through it: present and not Down.
     pub fn is_usable(&self) -> bool {
         self.is_present() && self.health != Health::Down
+    }
+
+    /// Connects plus failures: how often it was tried.
+    pub fn attempts(&self) -> u64 {
+        self.successes + self.failures
+    }
+}
+
+/// What connection tasks and the prober hold to talk to an interface: its live counters and
+/// its event queue. Made once by the actor; never changes.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Connections in flight and bytes, updated by the data path with relaxed atomics (the
+    /// same allocation strategies read through the snapshot).
+    pub live: RArc<LiveCounters>,
+    /// Health observations for the actor (successes batched, failures delivered at once).
+    pub events: Batched<Observed>,
+}
+
+impl Handles {
+    /// Reports a successful connect (or a refusal: the link works) after `rtt`.
+    pub fn connected(&self, source: Source, rtt: Duration) {
+        self.events.send(Observed {
+            source,
+            outcome: Outcome::Connected(rtt),
+        });
+    }
+
+    /// Reports a failure on the interface's side; the actor hears it at once.
+    pub fn failed(&self, source: Source, outcome: Outcome) {
+        self.events.send_now(Observed { source, outcome });
+    }
+
+    /// Handles whose events go nowhere (for tests of code that only needs the counters).
+    pub fn detached() -> Self {
+        Self {
+            live: RArc::new(LiveCounters::default()),
+            events: Batched::detached(),
+        }
     }
 }
 
@@ -208,7 +257,7 @@ pub enum Outcome {
 }
 
 /// A health observation for the interface.
-#[derive(Message, Debug)]
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
 pub struct Observed {
     /// Probe or real connection.
@@ -217,54 +266,62 @@ pub struct Observed {
     pub outcome: Outcome,
 }
 
-/// What a client connection tells its interface (through [`InterfaceView::traffic`]).
-/// Failures go as [`Observed`] messages instead, so that health reacts at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Traffic {
-    /// An outbound connect succeeded after this long (or was refused by the destination: the
-    /// link itself works).
-    Connected(Duration),
-    /// A relay started.
-    Opened,
-    /// A relay ended.
-    Closed,
-}
-
 /// Asks for the latency history: (age, microseconds) pairs, oldest first.
 #[derive(Message, Debug)]
 #[rtype(result = "Vec<(Duration, u32)>")]
 pub struct GetLatencyHistory;
 
-/// Event for the connection manager: an interface's view changed.
+/// For the connection manager: an interface joined (its first state, its handles and its
+/// actor, for history requests).
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
-pub struct InterfaceChanged(pub Arc<InterfaceView>);
+pub struct InterfaceJoined {
+    /// The first state.
+    pub state: InterfaceState,
+    /// Its live counters and event queue.
+    pub handles: Handles,
+    /// The actor.
+    pub actor: Addr<InterfaceActor>,
+}
+
+/// For the connection manager: an interface's state changed (`retired` set: it is gone).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct InterfaceChanged(pub InterfaceState);
+
+/// Where interface actors report (the connection manager).
+#[derive(Clone)]
+pub struct Membership {
+    /// Joins.
+    pub joined: Recipient<InterfaceJoined>,
+    /// Changes.
+    pub changed: Recipient<InterfaceChanged>,
+}
 
 // === impl InterfaceActor ===
 
-/// How many recent latency samples a view carries for strategies.
-const VIEW_SAMPLES: usize = 16;
+/// How many recent latency samples a state carries for strategies.
+const STATE_SAMPLES: usize = 16;
 /// How often an interface samples throughput and ends ejections (four samples per rate
 /// window: see [`crate::health::stats::Throughput`]).
 const TICK: Duration = Duration::from_millis(250);
+/// How long a batch of connection successes gathers before the actor takes it: the one
+/// debounce between the data path and the snapshot (failures are not delayed).
+pub const COLLECT_WINDOW: Duration = Duration::from_millis(5);
 
 /// Owns one interface's state and numbers.
 pub struct InterfaceActor {
-    view: InterfaceView,
+    state: InterfaceState,
+    handles: Handles,
     params: InterfaceParams,
     health: HealthState,
     latency: LatencyStats,
     throughput: Throughput,
-    manager: Recipient<InterfaceChanged>,
+    members: Membership,
     events: Events,
-    last_publish: Instant,
-    publish_pending: bool,
-    /// A collection of the traffic queue is scheduled.
-    drain_pending: bool,
+    /// A collection of the event queue is scheduled.
+    collect_pending: bool,
 }
-
-/// Counter-only changes are published at most this often.
-const PUBLISH_GAP: Duration = Duration::from_millis(5);
 
 impl InterfaceActor {
     /// Starts the actor for a newly discovered interface.
@@ -273,77 +330,55 @@ impl InterfaceActor {
         scanned: &ScannedInterface,
         settings: (u32, bool),
         params: InterfaceParams,
-        manager: Recipient<InterfaceChanged>,
+        members: Membership,
         events: Events,
     ) -> Addr<Self> {
         let scanned = scanned.clone();
         Self::create(move |ctx| {
             let now = Instant::now();
             let health = HealthState::new(params.policy, scanned.up, now);
-            let view = InterfaceView {
-                id,
-                name: scanned.name.clone(),
-                index: scanned.index,
-                kind: scanned.kind,
-                health: health.state(),
-                link_up: scanned.up,
-                addrs: scanned.addrs.clone(),
-                weight: settings.0,
-                metered: settings.1,
-                retired: false,
-                latency_ewma_us: None,
-                jitter_us: 0,
-                recent_latency_us: Vec::new(),
-                connect_timeout: params.connect_timeout,
-                stats: InterfaceStats::default(),
-                live: Arc::new(LiveCounters::default()),
-                actor: ctx.address(),
-                traffic: Batched::new(ctx.address().recipient()),
-            };
+            let mut state = InterfaceState::new(id, &scanned, settings, &params);
+            state.health = health.state();
             Self {
-                view,
+                state,
+                handles: Handles {
+                    live: RArc::new(LiveCounters::default()),
+                    events: Batched::new(ctx.address().recipient()),
+                },
                 params,
                 health,
                 latency: LatencyStats::new(params.history, 4096),
                 throughput: Throughput::default(),
-                manager,
+                members,
                 events,
-                last_publish: now,
-                publish_pending: false,
-                drain_pending: false,
+                collect_pending: false,
             }
         })
     }
 
-    /// Publishes counter changes at most every [`PUBLISH_GAP`] (thousands of connections a
-    /// second must not mean thousands of snapshots); health and link changes go at once.
-    fn publish_soon(&mut self, ctx: &mut Context<Self>) {
-        if self.last_publish.elapsed() >= PUBLISH_GAP {
-            self.publish();
-        } else if !self.publish_pending {
-            self.publish_pending = true;
-            ctx.run_later(PUBLISH_GAP, |act, _| act.publish());
-        }
-    }
-
+    /// Refreshes the derived figures and sends the state to the manager if it changed.
     fn publish(&mut self) {
-        self.publish_pending = false;
-        self.last_publish = Instant::now();
-        self.view.health = self.health.state();
-        self.view.stats.ejections = self.health.ejections();
-        self.view.latency_ewma_us = self.latency.ewma_us();
-        self.view.jitter_us = self.latency.jitter_us();
-        self.view.recent_latency_us = self.latency.recent(VIEW_SAMPLES);
-        self.view.connect_timeout = self
-            .params
-            .connect_deadline(self.view.latency_ewma_us, self.view.jitter_us);
-        self.manager
-            .do_send(InterfaceChanged(Arc::new(self.view.clone())));
+        let before = self.state.clone();
+        let s = &mut self.state;
+        s.health = self.health.state();
+        s.ejections = self.health.ejections();
+        s.latency_ewma_us = self.latency.ewma_us();
+        s.jitter_us = self.latency.jitter_us();
+        s.recent_latency_us = self.latency.recent(STATE_SAMPLES);
+        s.connect_timeout = self.params.connect_deadline(s.latency_ewma_us, s.jitter_us);
+        s.up_bps = self.throughput.up_bps();
+        s.down_bps = self.throughput.down_bps();
+        (s.peak_up_bps, s.peak_down_bps) = self.throughput.peak_bps();
+        if *s != before {
+            self.members
+                .changed
+                .do_send(InterfaceChanged(self.state.clone()));
+        }
     }
 
     fn log_transition(&self, t: Option<Transition>, why: &str) {
         let Some(t) = t else { return };
-        let name = &self.view.name;
+        let name = &self.state.name;
         let kind = match t.to {
             Health::Up => EventKind::InterfaceUp,
             Health::Degraded => EventKind::InterfaceDegraded,
@@ -368,114 +403,37 @@ impl InterfaceActor {
     }
 
     fn stop_if_drained(&self, ctx: &mut Context<Self>) {
-        if self.view.retired && self.view.stats.active == 0 {
+        if self.state.retired && self.handles.live.active() == 0 {
             ctx.stop();
         }
     }
 
-    fn tick(&mut self) {
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let up = self.view.live.bytes_up.load(Ordering::Relaxed);
-        let down = self.view.live.bytes_down.load(Ordering::Relaxed);
-        self.throughput.sample(now, up, down);
+        let live = &self.handles.live;
+        self.throughput
+            .sample(now, live.bytes_up(), live.bytes_down());
         self.latency.expire(now);
         let transition = self.health.tick(now);
         self.log_transition(transition, "ejection over; on probation");
-        let s = &mut self.view.stats;
-        let changed = transition.is_some()
-            || s.bytes_up != up
-            || s.bytes_down != down
-            || s.up_bps != self.throughput.up_bps()
-            || s.down_bps != self.throughput.down_bps();
-        s.bytes_up = up;
-        s.bytes_down = down;
-        s.up_bps = self.throughput.up_bps();
-        s.down_bps = self.throughput.down_bps();
-        s.peak_down_bps = self.throughput.peak_bps().1;
-        if changed {
-            self.publish();
-        }
-    }
-}
-
-impl Actor for InterfaceActor {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        tracing::info!(
-            iface = %self.view.name,
-            id = self.view.id,
-            kind = self.view.kind.as_str(),
-            health = ?self.view.health,
-            addrs = ?self.view.addrs,
-            "Interface joined."
-        );
-        self.events.emit(
-            EventKind::InterfaceJoined,
-            Some(&self.view.name),
-            format!("{} joined ({:?})", self.view.name, self.view.health),
-        );
-        self.publish();
-        ctx.run_interval(TICK, |act, _| act.tick());
-    }
-
-    fn stopped(&mut self, _ctx: &mut Self::Context) {
-        tracing::debug!(iface = %self.view.name, "Interface actor stopped.");
-    }
-}
-
-impl Handler<LinkUpdated> for InterfaceActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: LinkUpdated, _ctx: &mut Self::Context) {
-        let s = msg.0;
-        if s.addrs != self.view.addrs {
-            tracing::info!(iface = %self.view.name, addrs = ?s.addrs, "Addresses changed.");
-        }
-        if s.up != self.view.link_up {
-            tracing::info!(iface = %self.view.name, up = s.up, "Link state changed.");
-        }
-        let transition = self.health.link(s.up);
-        self.log_transition(transition, if s.up { "link up" } else { "link down" });
-        self.view.link_up = s.up;
-        self.view.addrs = s.addrs;
-        self.view.index = s.index;
-        self.publish();
-    }
-}
-
-impl Handler<Retire> for InterfaceActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
-        tracing::info!(iface = %self.view.name, open = self.view.stats.active, "Interface vanished; draining.");
-        self.view.retired = true;
-        self.events.emit(
-            EventKind::InterfaceGone,
-            Some(&self.view.name),
-            format!(
-                "{} vanished; {} open connections drain",
-                self.view.name, self.view.stats.active
-            ),
-        );
         self.publish();
         self.stop_if_drained(ctx);
     }
-}
 
-impl Handler<Observed> for InterfaceActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Observed, ctx: &mut Self::Context) {
-        let now = Instant::now();
+    /// Applies one observation; returns the health transition it caused.
+    fn observe(&mut self, now: Instant, msg: Observed) -> Option<Transition> {
         let transition = match msg.outcome {
-            Outcome::Connected(rtt) => self.record_success(now, rtt),
+            Outcome::Connected(rtt) => {
+                self.state.successes += 1;
+                self.latency.record(now, rtt);
+                self.health.success(now)
+            }
             Outcome::Failed => {
-                self.view.stats.failures += 1;
+                self.state.failures += 1;
                 self.health.failure(now)
             }
             Outcome::LinkFailed => {
-                self.view.stats.failures += 1;
+                self.state.failures += 1;
                 self.health.hard_failure(now)
             }
         };
@@ -486,60 +444,114 @@ impl Handler<Observed> for InterfaceActor {
             (Source::Connection, _) => "connection failed",
         };
         self.log_transition(transition, why);
-        if transition.is_some() {
-            self.publish();
-        } else {
-            self.publish_soon(ctx);
+        transition
+    }
+
+    /// Takes everything queued on the event queue and publishes once.
+    fn collect(&mut self) {
+        self.collect_pending = false;
+        let now = Instant::now();
+        for event in self.handles.events.take() {
+            self.observe(now, event);
         }
+        self.publish();
+    }
+}
+
+impl Actor for InterfaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(
+            iface = %self.state.name,
+            id = self.state.id,
+            kind = self.state.kind.as_str(),
+            health = ?self.state.health,
+            addrs = ?self.state.addrs,
+            "Interface joined."
+        );
+        self.events.emit(
+            EventKind::InterfaceJoined,
+            Some(&self.state.name),
+            format!("{} joined ({:?})", self.state.name, self.state.health),
+        );
+        self.members.joined.do_send(InterfaceJoined {
+            state: self.state.clone(),
+            handles: self.handles.clone(),
+            actor: ctx.address(),
+        });
+        ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        tracing::debug!(iface = %self.state.name, "Interface actor stopped.");
+    }
+}
+
+impl Handler<LinkUpdated> for InterfaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkUpdated, _ctx: &mut Self::Context) {
+        let s = msg.0;
+        if s.addrs != self.state.addrs {
+            tracing::info!(iface = %self.state.name, addrs = ?s.addrs, "Addresses changed.");
+        }
+        if s.up != self.state.link_up {
+            tracing::info!(iface = %self.state.name, up = s.up, "Link state changed.");
+        }
+        let transition = self.health.link(s.up);
+        self.log_transition(transition, if s.up { "link up" } else { "link down" });
+        self.state.link_up = s.up;
+        self.state.addrs = s.addrs;
+        self.state.index = s.index;
+        self.publish();
+    }
+}
+
+impl Handler<Retire> for InterfaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        let open = self.handles.live.active();
+        tracing::info!(iface = %self.state.name, open, "Interface vanished; draining.");
+        self.state.retired = true;
+        self.events.emit(
+            EventKind::InterfaceGone,
+            Some(&self.state.name),
+            format!(
+                "{} vanished; {open} open connections drain",
+                self.state.name
+            ),
+        );
+        self.publish();
+        self.stop_if_drained(ctx);
+    }
+}
+
+impl Handler<Observed> for InterfaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Observed, _ctx: &mut Self::Context) {
+        self.observe(Instant::now(), msg);
+        self.publish();
     }
 }
 
 impl Handler<Wake> for InterfaceActor {
     type Result = ();
 
-    fn handle(&mut self, _: Wake, ctx: &mut Self::Context) {
-        // Let the burst gather: one collection per PUBLISH_GAP at most.
-        if !self.drain_pending {
-            self.drain_pending = true;
-            ctx.run_later(PUBLISH_GAP, |act, ctx| act.drain_traffic(ctx));
-        }
-    }
-}
-
-impl InterfaceActor {
-    /// A connect or probe through the interface succeeded after `rtt`.
-    fn record_success(&mut self, now: Instant, rtt: Duration) -> Option<Transition> {
-        self.view.stats.successes += 1;
-        self.latency.record(now, rtt);
-        self.health.success(now)
-    }
-
-    fn drain_traffic(&mut self, ctx: &mut Context<Self>) {
-        self.drain_pending = false;
-        let now = Instant::now();
-        let mut transition = None;
-        for event in self.view.traffic.take() {
-            match event {
-                Traffic::Connected(rtt) => {
-                    if let Some(t) = self.record_success(now, rtt) {
-                        transition = Some(t);
-                    }
+    fn handle(&mut self, wake: Wake, ctx: &mut Self::Context) {
+        if wake.urgent {
+            self.collect();
+        } else if !self.collect_pending {
+            // Let the burst gather: one collection per COLLECT_WINDOW at most.
+            self.collect_pending = true;
+            ctx.run_later(COLLECT_WINDOW, |act, _| {
+                if act.collect_pending {
+                    act.collect();
                 }
-                Traffic::Opened => self.view.stats.active += 1,
-                Traffic::Closed => {
-                    self.view.stats.active = self.view.stats.active.saturating_sub(1);
-                }
-            }
+            });
         }
-        self.view.stats.bytes_up = self.view.live.bytes_up.load(Ordering::Relaxed);
-        self.view.stats.bytes_down = self.view.live.bytes_down.load(Ordering::Relaxed);
-        self.log_transition(transition, "connection succeeded");
-        if transition.is_some() {
-            self.publish();
-        } else {
-            self.publish_soon(ctx);
-        }
-        self.stop_if_drained(ctx);
     }
 }
 

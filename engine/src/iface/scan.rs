@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use crate::config::{Exclusion, InterfaceFilter};
 
 /// What kind of link an interface is, guessed from its name (and, on Linux, sysfs).
@@ -63,7 +65,7 @@ pub struct ScannedInterface {
     /// OS interface index (0 when unknown).
     pub index: u32,
     /// Usable unicast addresses (IPv6 link-local left out: they cannot reach the internet).
-    pub addrs: Vec<IpAddr>,
+    pub addrs: Vec<IpNet>,
     /// Operationally up (Linux: IFF_RUNNING).
     pub up: bool,
     /// Loopback interface.
@@ -97,6 +99,11 @@ pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> 
     for entry in if_addrs::get_if_addrs()? {
         let loopback = entry.is_loopback();
         let ip = entry.ip();
+        let prefix = match &entry.addr {
+            if_addrs::IfAddr::V4(v4) => v4.prefixlen,
+            if_addrs::IfAddr::V6(v6) => v6.prefixlen,
+        };
+        let net = IpNet::new(ip, prefix).unwrap_or_else(|_| IpNet::from(ip));
         let scanned = by_name
             .entry(entry.name.clone())
             .or_insert_with(|| ScannedInterface {
@@ -109,8 +116,8 @@ pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> 
                 loopback,
             });
         scanned.up |= entry.is_oper_up();
-        if !is_link_local(ip) && !scanned.addrs.contains(&ip) {
-            scanned.addrs.push(ip);
+        if !is_link_local(ip) && !scanned.addrs.contains(&net) {
+            scanned.addrs.push(net);
         }
     }
     let mut list: Vec<_> = by_name.into_values().collect();

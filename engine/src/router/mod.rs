@@ -1,116 +1,65 @@
-//! The router: an immutable snapshot of the interfaces (rebuilt whenever the set or a number
-//! changes) and the active strategy that orders them for each new connection.
+//! The router: the active strategy, fed the latest [`Snapshot`], orders the interfaces for each
+//! new connection.
 //!
-//! `publish` runs on the ConnectionManager's thread and also converts the snapshot to the
-//! plugin ABI's types once, so `pick` — on relay tasks — only loads two `ArcSwap`s and calls
-//! the strategy: a connection never waits for an actor to choose.
+//! - [`Router::publish`] (called by the ConnectionManager on every change) swaps the snapshot
+//!   in and wakes the rebuild thread, which calls the strategy's `rebuild` off the connection
+//!   path; the built-in round-robin (the fallback) is rebuilt at once, in microseconds, so it is
+//!   always ready.
+//! - [`Router::pick`] (on connection tasks) loads the snapshot and calls the strategy's `pick`:
+//!   a connection never waits for an actor or a rebuild.
 //!
-//! Strategies are plugins (see [`plugins`]); the built-in weighted round-robin answers when
-//! the selected plugin is missing, errs, panics or returns nothing usable, and says so once
-//! per plugin in the log and in the event feed.
+//! The built-in fallback is the `round-robin` plugin's own code, linked in: it answers when the
+//! selected plugin is missing, errs, panics or returns nothing usable, and the router says so
+//! once per plugin in the log and in the event feed. Per-site stickiness
+//! (`sticky_ttl_secs`) applies over any strategy, through the same
+//! [`SiteTable`](netmix_plugin_api::sticky::SiteTable) the `sticky` plugin uses.
 
 pub mod plugins;
-mod round_robin;
+mod snapshot;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use abi_stable::std_types::{RNone, ROption, RSome, RString, RVec};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::RStr;
 use arc_swap::ArcSwap;
+use netmix_plugin_api::guard::Guarded;
 use netmix_plugin_api::host::LoadedPlugin;
-use netmix_plugin_api::{self as api, StrategyBox};
+use netmix_plugin_api::sticky::{SiteTable, site_key};
+use netmix_plugin_api::{self as api, HostMod, HostMod_Ref, LogLevel, StrategyBox};
+use netmix_strategy_round_robin::RoundRobin;
 
 use crate::events::{EventKind, Events};
-use crate::health::state::Health;
-use crate::iface::{InterfaceKind, InterfaceView};
-pub use round_robin::RoundRobin;
+use crate::iface::InterfaceKind;
+pub use snapshot::{Member, Snapshot, ZeroTierFacts, kind_to_ffi};
 
 /// The name of the built-in strategy (also the fallback).
 pub const BUILTIN: &str = "round-robin";
 
-/// What a strategy knows about a new connection.
-#[derive(Debug, Clone)]
-pub struct ConnMeta {
-    /// The host name the client asked for, if it gave a name.
-    pub host: Option<String>,
-    /// The destination address (resolved when the client gave a name).
-    pub addr: Option<IpAddr>,
-    /// Destination port.
-    pub port: u16,
-    /// The client's address.
-    pub client: SocketAddr,
-}
-
 /// The strategy's answer: interfaces to try in order, and why.
 #[derive(Debug, Clone)]
 pub struct Decision {
-    /// First pick, then fallbacks. Empty when no interface is usable.
-    pub order: Vec<Arc<InterfaceView>>,
+    /// First pick, then fallbacks. Empty when no interface can carry the connection.
+    pub order: Vec<Member>,
     /// Short reason for logs and the dashboard.
     pub reason: String,
     /// The strategy that decided (`round-robin (fallback)` when the built-in stood in).
     pub strategy: String,
-    /// The plugin instance that decided, for outcome feedback.
-    pub decided_by: Option<Arc<ActiveStrategy>>,
+    /// The strategy instance that decided, for outcome feedback.
+    pub decided_by: Arc<ActiveStrategy>,
 }
 
-/// The interfaces as of the last change, plus what strategies precompute from them.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    /// Interfaces new connections may use (not Down), ordered by id; all present ones when
-    /// every one is Down (the last interface is never ejected).
-    pub interfaces: Vec<Arc<InterfaceView>>,
-    /// The same interfaces in the plugin ABI's types.
-    pub ffi: RVec<api::InterfaceSnapshot>,
-    /// Every interface the ConnectionManager published, unfiltered (to rebuild the snapshot
-    /// when only the ZeroTier facts change).
-    all: Vec<Arc<InterfaceView>>,
-    /// The weighted round-robin sequence (indexes into `interfaces`).
-    rr_sequence: Vec<usize>,
-}
-
-impl Snapshot {
-    fn build(all: Vec<Arc<InterfaceView>>, zerotier: &ZeroTierFacts) -> Self {
-        let any_usable = all.iter().any(|v| v.is_usable());
-        let interfaces: Vec<_> = all
-            .iter()
-            .filter(|v| {
-                if any_usable {
-                    v.is_usable()
-                } else {
-                    v.is_present()
-                }
-            })
-            .cloned()
-            .collect();
-        let weights: Vec<u32> = interfaces.iter().map(|v| v.weight).collect();
-        let ffi = interfaces
-            .iter()
-            .map(|v| to_ffi(v, !any_usable, zerotier.get(&v.name)))
-            .collect();
-        Self {
-            rr_sequence: round_robin::smooth_sequence(&weights),
-            ffi,
-            interfaces,
-            all,
-        }
-    }
-
-    fn by_id(&self, id: u32) -> Option<&Arc<InterfaceView>> {
-        self.interfaces.iter().find(|v| v.id == id)
-    }
-}
-
-/// A strategy instance built from a plugin.
+/// A strategy instance, with what the router tracks about it.
 pub struct ActiveStrategy {
     /// The strategy's name.
     pub name: String,
-    /// The file it came from.
+    /// The file it came from (`built-in` for the fallback).
     pub source: String,
     strategy: StrategyBox,
+    /// The newest snapshot generation its `rebuild` accepted.
+    rebuilt: AtomicU64,
+    /// An error was reported already (pick or rebuild): report once.
     reported: AtomicBool,
 }
 
@@ -119,6 +68,44 @@ impl std::fmt::Debug for ActiveStrategy {
         f.debug_struct("ActiveStrategy")
             .field("name", &self.name)
             .finish_non_exhaustive()
+    }
+}
+
+impl ActiveStrategy {
+    fn new(name: &str, source: String, strategy: StrategyBox) -> Self {
+        Self {
+            name: name.to_owned(),
+            source,
+            strategy,
+            rebuilt: AtomicU64::new(0),
+            reported: AtomicBool::new(false),
+        }
+    }
+
+    /// Hands it `snapshot`.
+    ///
+    /// # Errors
+    /// The strategy's error, on one line.
+    fn rebuild(&self, snapshot: &Snapshot) -> Result<(), String> {
+        self.strategy
+            .rebuild(&snapshot.ffi)
+            .into_result()
+            .map_err(|e| e.to_string())?;
+        self.rebuilt
+            .fetch_max(snapshot.generation(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The newest generation it was rebuilt for.
+    pub fn rebuilt_generation(&self) -> u64 {
+        self.rebuilt.load(Ordering::Relaxed)
+    }
+
+    /// Tells it how a connection it routed went.
+    pub fn observe(&self, outcome: &api::ConnOutcome) {
+        if let Err(e) = self.strategy.observe(outcome).into_result() {
+            tracing::debug!(plugin = %self.name, error = %e, "Strategy observe failed.");
+        }
     }
 }
 
@@ -133,150 +120,175 @@ pub struct StrategyInfo {
     pub source: String,
 }
 
-/// ZeroTier facts by OS interface name (the network's `portDeviceName`), as the
-/// [`ZeroTierAgent`](crate::zerotier::ZeroTierAgent) publishes them: only routes that pass
-/// README §A4's checks, none at all for a network whose status is not OK.
-pub type ZeroTierFacts = HashMap<String, api::ZeroTierInfo>;
-
 /// Picks the interfaces for each connection from the latest snapshot.
 pub struct Router {
+    shared: Arc<Shared>,
+    /// Loaded plugins with their options (TOML text).
+    plugins: Vec<(LoadedPlugin, String)>,
+    sticky: Option<SiteTable>,
+    /// The rebuild thread; stops when the router is dropped.
+    _rebuilder: Rebuilder,
+}
+
+/// What the rebuild thread shares with the router.
+struct Shared {
     snapshot: ArcSwap<Snapshot>,
-    /// The latest ZeroTier facts, merged into every snapshot.
-    zerotier: ArcSwap<ZeroTierFacts>,
-    /// Serialises snapshot rebuilds (interface changes and ZeroTier changes come from two
-    /// actors), so neither overwrites the other's newer data.
-    rebuild: Mutex<()>,
-    round_robin: RoundRobin,
-    /// `None`: the built-in round-robin is active (selected, or standing in).
-    active: ArcSwap<Option<Arc<ActiveStrategy>>>,
+    builtin: Arc<ActiveStrategy>,
+    /// The strategy answering: the selected plugin, or the built-in.
+    active: ArcSwap<ActiveStrategy>,
     /// The name the user selected (may be missing, then the built-in stands in).
     selected: ArcSwap<String>,
-    plugins: Vec<(LoadedPlugin, String)>,
     events: Events,
     plugin_errors: AtomicU64,
-    sticky: Option<Sticky>,
+    /// Serialises the active plugin's rebuilds (the rebuild thread and `select`): `rebuild` is
+    /// called from one thread at a time.
+    rebuild_lock: Mutex<()>,
+    wake: Condvar,
+    /// (a rebuild is wanted, the router is gone).
+    pending: Mutex<(bool, bool)>,
 }
-
-/// Per-site stickiness: destination → (interface id, when it was last used).
-struct Sticky {
-    ttl: Duration,
-    sites: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-/// Sweep expired sticky entries once the table grows past this.
-const STICKY_SWEEP_AT: usize = 4096;
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Router")
-            .field("selected", &self.selected.load())
+            .field("selected", &self.shared.selected.load())
             .finish_non_exhaustive()
+    }
+}
+
+/// The engine's services for plugins: their log lines go to `tracing` with their name.
+pub fn host_services() -> HostMod_Ref {
+    static HOST: std::sync::OnceLock<HostMod_Ref> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| HostMod { log: plugin_log }.leak_into_prefix())
+}
+
+extern "C" fn plugin_log(plugin: RStr<'_>, level: LogLevel, message: RStr<'_>) {
+    let (plugin, message) = (plugin.as_str(), message.as_str());
+    match level {
+        LogLevel::Error => tracing::error!(target: "netmix::plugin", plugin = %plugin, "{message}"),
+        LogLevel::Warn => tracing::warn!(target: "netmix::plugin", plugin = %plugin, "{message}"),
+        LogLevel::Info => tracing::info!(target: "netmix::plugin", plugin = %plugin, "{message}"),
+        LogLevel::Debug => tracing::debug!(target: "netmix::plugin", plugin = %plugin, "{message}"),
+        _ => tracing::trace!(target: "netmix::plugin", plugin = %plugin, "{message}"),
     }
 }
 
 impl Router {
     /// A router with the built-in strategy only and no interfaces yet.
     pub fn new(events: Events) -> Self {
-        Self {
+        Self::with_plugins(events, Vec::new())
+    }
+
+    /// A router that can switch between `plugins` (each with its options as TOML text); the
+    /// built-in is active until [`Router::select`].
+    pub fn with_plugins(events: Events, plugins: Vec<(LoadedPlugin, String)>) -> Self {
+        let builtin = Arc::new(ActiveStrategy::new(
+            BUILTIN,
+            "built-in".to_owned(),
+            Guarded::boxed(BUILTIN, RoundRobin::default()),
+        ));
+        let shared = Arc::new(Shared {
             snapshot: ArcSwap::default(),
-            zerotier: ArcSwap::default(),
-            rebuild: Mutex::new(()),
-            round_robin: RoundRobin::default(),
-            active: ArcSwap::from_pointee(None),
+            active: ArcSwap::new(builtin.clone()),
+            builtin,
             selected: ArcSwap::from_pointee(BUILTIN.to_owned()),
-            plugins: Vec::new(),
             events,
             plugin_errors: AtomicU64::new(0),
+            rebuild_lock: Mutex::new(()),
+            wake: Condvar::new(),
+            pending: Mutex::new((false, false)),
+        });
+        let _ = shared.builtin.rebuild(&shared.snapshot.load());
+        Self {
+            _rebuilder: Rebuilder::start(shared.clone()),
+            shared,
+            plugins,
             sticky: None,
         }
     }
 
+    /// A router whose active strategy is `strategy` (an in-process [`StrategyBox`], e.g.
+    /// `Guarded::boxed`), for tests and embedders.
+    pub fn with_strategy(events: Events, name: &str, strategy: StrategyBox) -> Self {
+        let router = Self::new(events);
+        let active = Arc::new(ActiveStrategy::new(name, "in-process".to_owned(), strategy));
+        if let Err(e) = active.rebuild(&router.shared.snapshot.load()) {
+            router.shared.report(&active, &format!("rebuild: {e}"));
+        }
+        router.activate(name, active);
+        router
+    }
+
     /// Turns on per-site stickiness for `ttl` (zero: off).
     pub fn with_stickiness(mut self, ttl: Duration) -> Self {
-        self.sticky = (!ttl.is_zero()).then(|| Sticky {
-            ttl,
-            sites: Mutex::new(HashMap::new()),
-        });
+        self.sticky = (!ttl.is_zero()).then(|| SiteTable::new(ttl));
         self
     }
 
     /// Remembers that `conn`'s destination went out through `iface` (per-site stickiness).
-    pub fn remember(&self, conn: &ConnMeta, iface: u32) {
-        let Some(sticky) = &self.sticky else { return };
-        let now = Instant::now();
-        let mut sites = sticky.sites.lock().unwrap_or_else(PoisonError::into_inner);
-        if sites.len() >= STICKY_SWEEP_AT {
-            sites.retain(|_, (_, at)| now.duration_since(*at) < sticky.ttl);
-        }
-        match sites.get_mut(&site_key(conn)) {
-            Some(entry) if entry.0 == iface => entry.1 = now,
-            _ => {
-                sites.insert(site_key(conn), (iface, now));
-            }
+    pub fn remember(&self, conn: &api::ConnMeta, iface: u32) {
+        if let Some(sticky) = &self.sticky {
+            sticky.bind(&site_key(conn), iface, Instant::now());
         }
     }
 
-    /// Moves the remembered interface of `conn`'s site to the front, if it is still usable.
-    fn apply_stickiness(&self, conn: &ConnMeta, mut decision: Decision) -> Decision {
-        let Some(sticky) = &self.sticky else {
-            return decision;
-        };
+    /// Moves the remembered interface of `conn`'s site to the front, if it is in the order.
+    fn apply_stickiness(&self, conn: &api::ConnMeta, decision: &mut Decision) {
+        let Some(sticky) = &self.sticky else { return };
         let key = site_key(conn);
-        let remembered = {
-            let sites = sticky.sites.lock().unwrap_or_else(PoisonError::into_inner);
-            sites.get(&key).copied()
+        let now = Instant::now();
+        let Some(binding) = sticky.get(&key, now) else {
+            return;
         };
-        let Some((id, at)) = remembered else {
-            return decision;
-        };
-        let age = at.elapsed();
-        if age >= sticky.ttl {
-            return decision;
-        }
-        if let Some(pos) = decision.order.iter().position(|v| v.id == id) {
-            let iface = decision.order.remove(pos);
+        if let Some(pos) = decision
+            .order
+            .iter()
+            .position(|m| m.state.id == binding.interface)
+        {
+            let member = decision.order.remove(pos);
             decision.reason = format!(
                 "sticky: {key} → {} (last used {}s ago)",
-                iface.name,
-                age.as_secs()
+                member.state.name,
+                now.duration_since(binding.last_used).as_secs()
             );
-            decision.order.insert(0, iface);
-        }
-        decision
-    }
-
-    /// A router that can switch between `plugins` (each with its options as TOML text).
-    pub fn with_plugins(events: Events, plugins: Vec<(LoadedPlugin, String)>) -> Self {
-        Self {
-            plugins,
-            ..Self::new(events)
+            decision.order.insert(0, member);
         }
     }
 
-    /// Makes `name` the active strategy. A plugin of that name wins over the built-in.
+    /// Makes `name` the active strategy: built from its plugin (which wins over the built-in
+    /// of the same name) and rebuilt for the current snapshot before its first pick.
     ///
     /// # Errors
-    /// When no strategy has that name, or the plugin's constructor fails (the previous
-    /// strategy stays active).
+    /// When no strategy has that name, or the plugin's constructor or first rebuild fails (the
+    /// previous strategy stays active).
     pub fn select(&self, name: &str) -> Result<(), String> {
         if let Some((plugin, options)) = self.plugins.iter().find(|(p, _)| p.name == name) {
-            let strategy = plugin.instantiate(options).map_err(|e| {
-                self.plugin_errors.fetch_add(1, Ordering::Relaxed);
+            let fail = |e: String| {
+                self.shared.plugin_errors.fetch_add(1, Ordering::Relaxed);
                 let msg = format!(
                     "strategy \"{name}\" ({}) failed to start: {e}",
                     plugin.path.display()
                 );
-                self.events.emit(EventKind::PluginError, None, msg.clone());
+                self.shared
+                    .events
+                    .emit(EventKind::PluginError, None, msg.clone());
                 msg
-            })?;
-            self.active.store(Arc::new(Some(Arc::new(ActiveStrategy {
-                name: name.to_owned(),
-                source: plugin.path.display().to_string(),
+            };
+            let strategy = plugin
+                .instantiate(options, host_services())
+                .map_err(|e| fail(e.to_string()))?;
+            let active = Arc::new(ActiveStrategy::new(
+                name,
+                plugin.path.display().to_string(),
                 strategy,
-                reported: AtomicBool::new(false),
-            }))));
+            ));
+            {
+                let _guard = self.shared.rebuild_lock();
+                active.rebuild(&self.shared.snapshot.load()).map_err(fail)?;
+            }
+            self.activate(name, active);
         } else if name == BUILTIN {
-            self.active.store(Arc::new(None));
+            self.activate(name, self.shared.builtin.clone());
         } else {
             let known = self
                 .available()
@@ -286,9 +298,8 @@ impl Router {
                 .join(", ");
             return Err(format!("no strategy named \"{name}\" (available: {known})"));
         }
-        self.selected.store(Arc::new(name.to_owned()));
         tracing::info!(strategy = name, "Strategy selected.");
-        self.events.emit(
+        self.shared.events.emit(
             EventKind::StrategyChanged,
             None,
             format!("strategy is now {name}"),
@@ -296,17 +307,24 @@ impl Router {
         Ok(())
     }
 
+    fn activate(&self, name: &str, active: Arc<ActiveStrategy>) {
+        self.shared.active.store(active);
+        self.shared.selected.store(Arc::new(name.to_owned()));
+        // A snapshot published while it was being built is handed over now.
+        self.shared.request_rebuild();
+    }
+
     /// Selects `name`, or falls back to the built-in (and says so) when it cannot.
     pub fn select_or_fallback(&self, name: &str) {
         if let Err(error) = self.select(name) {
             tracing::warn!(%error, fallback = BUILTIN, "Cannot use the configured strategy; using the built-in one.");
-            self.events.emit(
+            self.shared.events.emit(
                 EventKind::Fallback,
                 None,
                 format!("{error}; using the built-in {BUILTIN}"),
             );
-            self.selected.store(Arc::new(name.to_owned()));
-            self.active.store(Arc::new(None));
+            self.shared.active.store(self.shared.builtin.clone());
+            self.shared.selected.store(Arc::new(name.to_owned()));
         }
     }
 
@@ -333,111 +351,175 @@ impl Router {
 
     /// The strategy the user selected.
     pub fn selected(&self) -> String {
-        self.selected.load().as_ref().clone()
+        self.shared.selected.load().as_ref().clone()
     }
 
     /// The strategy actually answering (the built-in when it stands in).
     pub fn active_name(&self) -> String {
-        match self.active.load().as_ref() {
-            Some(a) => a.name.clone(),
-            None => BUILTIN.to_owned(),
-        }
+        self.shared.active.load().name.clone()
+    }
+
+    /// The strategy instance answering.
+    pub fn active(&self) -> Arc<ActiveStrategy> {
+        self.shared.active.load_full()
     }
 
     /// True when the built-in answers in place of the selected plugin.
     pub fn is_fallback(&self) -> bool {
-        self.active.load().is_none() && self.selected.load().as_str() != BUILTIN
+        Arc::ptr_eq(&self.shared.active.load(), &self.shared.builtin)
+            && self.shared.selected.load().as_str() != BUILTIN
     }
 
-    /// Plugin errors so far (load, construction, pick).
+    /// Plugin errors so far (load, construction, rebuild, pick).
     pub fn plugin_errors(&self) -> u64 {
-        self.plugin_errors.load(Ordering::Relaxed)
+        self.shared.plugin_errors.load(Ordering::Relaxed)
     }
 
-    /// Replaces the snapshot (called by the ConnectionManager on every change).
-    pub fn publish(&self, interfaces: Vec<Arc<InterfaceView>>) {
-        let _guard = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
-        let zerotier = self.zerotier.load();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(interfaces, &zerotier)));
-    }
-
-    /// Replaces the ZeroTier facts (called by the ZeroTier agent when they change) and
-    /// rebuilds the snapshot at once, so a network that leaves status OK loses its routes for
-    /// the very next connection.
-    pub fn set_zerotier(&self, facts: ZeroTierFacts) {
-        let _guard = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
-        self.zerotier.store(Arc::new(facts));
-        let all = self.snapshot.load().all.clone();
-        let zerotier = self.zerotier.load();
-        self.snapshot
-            .store(Arc::new(Snapshot::build(all, &zerotier)));
+    /// Replaces the snapshot (called by the ConnectionManager on every change): the built-in
+    /// is rebuilt at once, the active strategy on the rebuild thread.
+    pub fn publish(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        // Only the manager publishes, so the built-in's rebuilds never overlap; the plugin's
+        // (under `rebuild_lock`, on the rebuild thread) never hold this caller up.
+        self.shared.snapshot.store(snapshot.clone());
+        let _ = self.shared.builtin.rebuild(&snapshot);
+        self.shared.request_rebuild();
     }
 
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot.load_full()
+        self.shared.snapshot.load_full()
     }
 
-    /// Orders the usable interfaces for a new connection: the strategy's answer, then
-    /// per-site stickiness when enabled.
-    pub fn pick(&self, conn: &ConnMeta) -> Decision {
-        let decision = self.pick_by_strategy(conn);
-        self.apply_stickiness(conn, decision)
-    }
-
-    fn pick_by_strategy(&self, conn: &ConnMeta) -> Decision {
-        let snapshot = self.snapshot.load();
-        let active = self.active.load();
-        let Some(strategy) = active.as_ref() else {
-            let (order, reason) = self.round_robin.pick(&snapshot);
-            let strategy = if self.is_fallback() {
-                format!("{BUILTIN} (fallback)")
-            } else {
-                BUILTIN.to_owned()
-            };
-            return Decision {
-                order,
-                reason,
-                strategy,
-                decided_by: None,
-            };
-        };
-        let meta = conn_to_ffi(conn);
-        let failure = match strategy
-            .strategy
-            .pick(snapshot.ffi.as_rslice(), &meta)
-            .into_result()
-        {
-            Ok(choice) => {
-                let ids = choice.valid_order(&snapshot.ffi, &meta);
-                if ids.is_empty() && !snapshot.interfaces.is_empty() {
-                    Some("returned no usable interface".to_owned())
-                } else {
-                    let mut order: Vec<_> = ids
-                        .iter()
-                        .filter_map(|id| snapshot.by_id(*id).cloned())
-                        .collect();
-                    // Whatever the plugin left out still serves as a last-resort fallback,
-                    // except ZeroTier interfaces: they reach only their networks' routes, so
-                    // they carry a connection only when the strategy names them (a ZeroTier
-                    // subnet, or an allowed exit node), never as an implicit fallback.
-                    for v in &snapshot.interfaces {
-                        if !ids.contains(&v.id) && v.kind != InterfaceKind::ZeroTier {
-                            order.push(v.clone());
-                        }
+    /// Orders the interfaces that can carry `conn` (not in `conn.tried`, of the destination's
+    /// family): the strategy's answer, then per-site stickiness when enabled.
+    pub fn pick(&self, conn: &api::ConnMeta) -> Decision {
+        let snapshot = self.shared.snapshot.load();
+        let active = self.shared.active.load_full();
+        let mut decision = match self.pick_with(&active, &snapshot, conn) {
+            Ok(decision) => decision,
+            Err(failure) => {
+                let builtin = &self.shared.builtin;
+                let fallback = self.pick_with(builtin, &snapshot, conn);
+                let (order, reason) = match fallback {
+                    Ok(d) => (d.order, d.reason),
+                    Err(_) => (Vec::new(), "no usable interface".to_owned()),
+                };
+                let reason = match failure {
+                    // The strategy's plan is older than the snapshot: it has not caught up with
+                    // a new interface set yet. Not an error.
+                    Failure::Stale => reason,
+                    Failure::Error(error) => {
+                        self.report(&active, &format!("pick: {error}"));
+                        format!("fallback ({} failed): {reason}", active.name)
                     }
-                    return Decision {
-                        order,
-                        reason: choice.reason.into_string(),
-                        strategy: strategy.name.clone(),
-                        decided_by: Some(strategy.clone()),
-                    };
+                };
+                Decision {
+                    order,
+                    reason,
+                    strategy: format!("{BUILTIN} (fallback)"),
+                    decided_by: builtin.clone(),
                 }
             }
-            Err(e) => Some(e.to_string()),
         };
-        let failure = failure.unwrap_or_default();
+        self.apply_stickiness(conn, &mut decision);
+        decision
+    }
+
+    fn pick_with(
+        &self,
+        strategy: &Arc<ActiveStrategy>,
+        snapshot: &Snapshot,
+        conn: &api::ConnMeta,
+    ) -> Result<Decision, Failure> {
+        let candidates = api::candidates(&snapshot.ffi.interfaces, conn).count();
+        let choice = match strategy.strategy.pick(conn).into_result() {
+            Ok(choice) => choice,
+            Err(api::StrategyError::NoCandidate) if candidates == 0 => {
+                return Ok(Decision {
+                    order: Vec::new(),
+                    reason: "no usable interface".to_owned(),
+                    strategy: strategy.name.clone(),
+                    decided_by: strategy.clone(),
+                });
+            }
+            Err(e) => return Err(Failure::Error(e.to_string())),
+        };
+        let ids = choice.valid_order(&snapshot.ffi.interfaces, conn);
+        if ids.is_empty() && candidates > 0 {
+            return Err(if strategy.rebuilt_generation() < snapshot.generation() {
+                Failure::Stale
+            } else {
+                Failure::Error("returned no usable interface".to_owned())
+            });
+        }
+        let mut order: Vec<Member> = ids
+            .iter()
+            .filter_map(|id| snapshot.usable_member(*id).cloned())
+            .collect();
+        // Whatever the strategy left out still serves as a last-resort fallback, except
+        // ZeroTier interfaces: they reach only their networks' routes, so they carry a
+        // connection only when the strategy names them (a ZeroTier subnet, or an allowed exit
+        // node), never as an implicit fallback.
+        for i in api::candidates(&snapshot.ffi.interfaces, conn) {
+            if !ids.contains(&i.id)
+                && let Some(m) = snapshot.usable_member(i.id)
+                && m.state.kind != InterfaceKind::ZeroTier
+            {
+                order.push(m.clone());
+            }
+        }
+        Ok(Decision {
+            order,
+            reason: choice.reason.into_string(),
+            strategy: strategy.name.clone(),
+            decided_by: strategy.clone(),
+        })
+    }
+
+    fn report(&self, strategy: &ActiveStrategy, failure: &str) {
+        self.shared.report(strategy, failure);
+    }
+}
+
+/// Why a strategy's pick was not used.
+enum Failure {
+    /// Its plan predates the snapshot's interface set.
+    Stale,
+    /// It erred, panicked or named nothing usable.
+    Error(String),
+}
+
+impl Shared {
+    fn rebuild_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.rebuild_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn request_rebuild(&self) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.0 = true;
+        self.wake.notify_one();
+    }
+
+    /// Rebuilds the active strategy (unless it is the built-in, already rebuilt by `publish`).
+    fn rebuild_active(&self) {
+        let active = self.active.load_full();
+        if Arc::ptr_eq(&active, &self.builtin) {
+            return;
+        }
+        let _guard = self.rebuild_lock();
+        let snapshot = self.snapshot.load();
+        if active.rebuilt_generation() >= snapshot.generation() && snapshot.generation() > 0 {
+            return;
+        }
+        if let Err(e) = active.rebuild(&snapshot) {
+            self.report(&active, &format!("rebuild: {e}"));
+        }
+    }
+
+    fn report(&self, strategy: &ActiveStrategy, failure: &str) {
         self.plugin_errors.fetch_add(1, Ordering::Relaxed);
         if !strategy.reported.swap(true, Ordering::Relaxed) {
             tracing::error!(
@@ -455,251 +537,59 @@ impl Router {
                 ),
             );
         }
-        let (order, reason) = self.round_robin.pick(&snapshot);
-        Decision {
-            order,
-            reason: format!("fallback ({} failed): {reason}", strategy.name),
-            strategy: format!("{BUILTIN} (fallback)"),
-            decided_by: None,
+    }
+}
+
+/// The thread that calls strategies' `rebuild`: woken on every publish, it always hands over
+/// the newest snapshot, so a burst of publishes costs one rebuild.
+struct Rebuilder {
+    shared: Arc<Shared>,
+}
+
+impl Rebuilder {
+    fn start(shared: Arc<Shared>) -> Self {
+        let worker = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("netmix-rebuild".to_owned())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut pending = worker
+                            .pending
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        while !pending.0 && !pending.1 {
+                            pending = worker
+                                .wake
+                                .wait(pending)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if pending.1 {
+                            return;
+                        }
+                        pending.0 = false;
+                    }
+                    worker.rebuild_active();
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::error!(%error, "Cannot start the strategy rebuild thread.");
         }
-    }
-
-    /// Tells the strategy that decided how a connection through `iface` went.
-    pub fn observe(decision: &Decision, conn: &ConnMeta, outcome: Observation) {
-        let Some(strategy) = &decision.decided_by else {
-            return;
-        };
-        let stage = match outcome.stage {
-            Stage::Connected => api::OutcomeStage::Connected,
-            Stage::ConnectFailed => api::OutcomeStage::ConnectFailed,
-            Stage::Closed => api::OutcomeStage::Closed,
-        };
-        let report = api::ConnOutcome {
-            interface: outcome.iface,
-            conn: conn_to_ffi(conn),
-            stage,
-            connect_us: u32::try_from(outcome.connect_us).unwrap_or(u32::MAX),
-            bytes_up: outcome.bytes_up,
-            bytes_down: outcome.bytes_down,
-            duration_us: outcome.duration_us,
-            ext: api::ExtFields::default(),
-        };
-        if let Err(e) = strategy.strategy.observe(&report).into_result() {
-            tracing::debug!(plugin = %strategy.name, error = %e, "Strategy observe failed.");
-        }
+        Self { shared }
     }
 }
 
-/// A moment of a connection's life, for [`Router::observe`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Connected.
-    Connected,
-    /// Connect failed on this interface.
-    ConnectFailed,
-    /// Finished.
-    Closed,
-}
-
-/// What [`Router::observe`] reports.
-#[derive(Debug, Clone, Copy)]
-pub struct Observation {
-    /// Interface id.
-    pub iface: u32,
-    /// The moment.
-    pub stage: Stage,
-    /// Connect time.
-    pub connect_us: u64,
-    /// Bytes to the destination.
-    pub bytes_up: u64,
-    /// Bytes from the destination.
-    pub bytes_down: u64,
-    /// Time since connected.
-    pub duration_us: u64,
-}
-
-/// The site a connection goes to: the host name when the client gave one, else the address.
-fn site_key(conn: &ConnMeta) -> String {
-    match (&conn.host, conn.addr) {
-        (Some(h), _) => h.to_ascii_lowercase(),
-        (None, Some(a)) => a.to_string(),
-        (None, None) => String::new(),
-    }
-}
-
-fn conn_to_ffi(conn: &ConnMeta) -> api::ConnMeta {
-    api::ConnMeta {
-        host: conn
-            .host
-            .as_deref()
-            .map_or(RNone, |h| RSome(RString::from(h))),
-        addr: conn.addr.map_or(RNone, |a| RSome(a.into())),
-        port: conn.port,
-        client: conn.client.ip().into(),
-        client_port: conn.client.port(),
-        tried: RVec::new(),
-        ext: api::ExtFields::default(),
-    }
-}
-
-fn to_ffi(
-    v: &InterfaceView,
-    all_down: bool,
-    zerotier: Option<&api::ZeroTierInfo>,
-) -> api::InterfaceSnapshot {
-    let state = match v.health {
-        // When every interface is Down they are offered anyway, as Degraded.
-        Health::Down if all_down => api::LinkState::Degraded,
-        Health::Down => api::LinkState::Down,
-        Health::Degraded => api::LinkState::Degraded,
-        Health::Up => api::LinkState::Up,
-    };
-    api::InterfaceSnapshot {
-        id: v.id,
-        name: RString::from(v.name.as_str()),
-        kind: match v.kind {
-            InterfaceKind::Physical => api::InterfaceKind::Physical,
-            InterfaceKind::Tether => api::InterfaceKind::Tether,
-            InterfaceKind::Virtual => api::InterfaceKind::Virtual,
-            InterfaceKind::ZeroTier => api::InterfaceKind::ZeroTier,
-            InterfaceKind::Loopback => api::InterfaceKind::Loopback,
-        },
-        state,
-        addrs: v.addrs.iter().map(|a| (*a).into()).collect(),
-        latency_ewma_us: v.latency_ewma_us.map_or(ROption::RNone, ROption::RSome),
-        latency_samples_us: v.recent_latency_us.iter().copied().collect(),
-        jitter_us: v.jitter_us,
-        successes: v.stats.successes,
-        failures: v.stats.failures,
-        active_conns: v.stats.active,
-        bytes_up: v.stats.bytes_up,
-        bytes_down: v.stats.bytes_down,
-        throughput_up_bps: v.stats.up_bps,
-        throughput_down_bps: v.stats.down_bps,
-        weight: v.weight,
-        metered: v.metered,
-        // Only for an interface a joined network names as its device.
-        zerotier: zerotier.cloned().map_or(ROption::RNone, ROption::RSome),
-        ext: {
-            let mut ext = api::ExtFields::default();
-            // Facts added after plugin-api 0.1.0 travel as extension fields.
-            ext.set("peak_down_bps", v.stats.peak_down_bps.to_string());
-            ext.set(
-                "connect_timeout_ms",
-                v.connect_timeout.as_millis().to_string(),
-            );
-            ext
-        },
+impl Drop for Rebuilder {
+    fn drop(&mut self) {
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        pending.1 = true;
+        self.shared.wake.notify_all();
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::Ipv4Addr;
-
-    use actix::prelude::*;
-
-    use super::*;
-    use crate::iface::{InterfaceActor, InterfaceChanged, InterfaceParams, ScannedInterface};
-
-    /// Swallows the interface actors' reports.
-    struct Sink;
-    impl Actor for Sink {
-        type Context = Context<Self>;
-    }
-    impl Handler<InterfaceChanged> for Sink {
-        type Result = ();
-        fn handle(&mut self, _: InterfaceChanged, _: &mut Self::Context) {}
-    }
-
-    fn view(id: u32, health: Health, sink: &Addr<Sink>) -> Arc<InterfaceView> {
-        let scanned = ScannedInterface {
-            name: format!("wan{id}"),
-            index: id,
-            addrs: vec![Ipv4Addr::new(198, 18, 10 + id as u8, 2).into()],
-            up: true,
-            loopback: false,
-            kind: InterfaceKind::Physical,
-            eligible: Ok(()),
-        };
-        let params = InterfaceParams::from_config(&crate::config::Config::default());
-        let actor = InterfaceActor::spawn(
-            id,
-            &scanned,
-            (1, false),
-            params,
-            sink.clone().recipient(),
-            Events::new(),
-        );
-        Arc::new(InterfaceView {
-            id,
-            name: scanned.name.clone(),
-            index: id,
-            kind: InterfaceKind::Physical,
-            health,
-            link_up: true,
-            addrs: scanned.addrs.clone(),
-            weight: 1,
-            metered: false,
-            retired: false,
-            latency_ewma_us: None,
-            jitter_us: 0,
-            recent_latency_us: Vec::new(),
-            connect_timeout: Duration::from_secs(1),
-            stats: Default::default(),
-            live: Default::default(),
-            traffic: crate::batch::Batched::new(actor.clone().recipient()),
-            actor,
-        })
-    }
-
-    fn meta() -> ConnMeta {
-        ConnMeta {
-            host: None,
-            addr: Some(Ipv4Addr::new(198, 19, 0, 1).into()),
-            port: 80,
-            client: "127.0.0.1:5000".parse().unwrap(),
-        }
-    }
-
-    #[actix::test]
-    async fn down_interfaces_get_no_new_connections() {
-        let sink = Sink.start();
-        let router = Router::new(Events::new());
-        router.publish(vec![
-            view(1, Health::Up, &sink),
-            view(2, Health::Down, &sink),
-            view(3, Health::Degraded, &sink),
-        ]);
-        for _ in 0..6 {
-            let d = router.pick(&meta());
-            let ids: Vec<u32> = d.order.iter().map(|v| v.id).collect();
-            assert!(!ids.contains(&2), "{ids:?}");
-            assert_eq!(ids.len(), 2);
-        }
-    }
-
-    #[actix::test]
-    async fn the_last_interfaces_are_never_all_ejected() {
-        let sink = Sink.start();
-        let router = Router::new(Events::new());
-        router.publish(vec![
-            view(1, Health::Down, &sink),
-            view(2, Health::Down, &sink),
-        ]);
-        let d = router.pick(&meta());
-        assert_eq!(
-            d.order.len(),
-            2,
-            "with every interface Down, all are still tried"
-        );
-        // A plugin sees them as Degraded, not Down, so it does not refuse them.
-        let snapshot = router.snapshot();
-        assert!(
-            snapshot
-                .ffi
-                .iter()
-                .all(|i| i.state == api::LinkState::Degraded)
-        );
-    }
-}
+mod tests;

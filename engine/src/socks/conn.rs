@@ -14,8 +14,11 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 
+use abi_stable::std_types::{RArc, RNone, RSome, RString};
+use netmix_plugin_api as api;
+
 use super::handshake::{self, Credentials, Reply, TargetAddr};
-use super::relay::relay;
+use super::relay::{Totals, relay};
 use crate::batch::Batched;
 use crate::config::{Config, UserConfig};
 use crate::connlog::{Attempt, CandidateStats, ConnLog, ConnRecord};
@@ -23,8 +26,8 @@ use crate::events::unix_ms;
 use crate::events::{EventKind, Events};
 use crate::feed::ConnEvent;
 use crate::iface::bind::{ConnectError, connect_via};
-use crate::iface::{InterfaceView, Observed, Outcome, Rescan, Source, Traffic};
-use crate::router::{ConnMeta, Observation, Router, Stage};
+use crate::iface::{Outcome, Rescan, Source};
+use crate::router::{ActiveStrategy, Member, Router};
 
 /// The accepted RFC 1929 users.
 #[derive(Debug, Clone)]
@@ -108,12 +111,14 @@ impl ServeContext {
     }
 }
 
-/// Serves one client from handshake to close. Never panics; every failure is logged at debug
-/// and, where the protocol allows, answered with the right reply code.
+/// Serves one client from handshake to close, as a pipeline of named phases: negotiate,
+/// resolve, pick, connect (with failover), relay, record. Never panics; every failure is logged
+/// at debug and, where the protocol allows, answered with the right reply code.
 pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContext>) {
     if !super::listener::ACCEPTED_INHERIT_NODELAY {
         let _ = client.set_nodelay(true);
     }
+    // === negotiate ===
     let creds = ctx.users.as_ref().map(|u| u as &dyn Credentials);
     let request = match timeout(
         ctx.handshake_timeout,
@@ -136,6 +141,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
     };
     let handshake::Request { target, early_data } = request;
 
+    // === resolve ===
     let (host, addrs) = match resolve(&target, ctx.connect_timeout).await {
         Ok(found) => found,
         Err(reason) => {
@@ -153,87 +159,13 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         return;
     }
 
-    let meta = ConnMeta {
-        host,
-        addr: addrs.first().map(SocketAddr::ip),
-        port: target.port(),
-        client: peer,
-    };
-    let decision = ctx.router.pick(&meta);
-    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-    let mut log_record = ctx.conn_log.as_ref().map(|_| ConnRecord {
-        unix_ms: unix_ms(),
-        id,
-        client: peer.to_string(),
-        host: meta.host.clone(),
-        addr: meta.addr.map(|a| a.to_string()),
-        port: meta.port,
-        strategy: decision.strategy.clone(),
-        reason: decision.reason.clone(),
-        candidates: ctx
-            .router
-            .snapshot()
-            .interfaces
-            .iter()
-            .map(|v| CandidateStats::of(v))
-            .collect(),
-        attempts: Vec::new(),
-        chosen: None,
-        ok: false,
-        connect_us: 0,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-    });
-    let record =
-        |interface: Option<&str>, retries: usize, error: Option<String>| ConnEvent::Opened {
-            id,
-            at: Instant::now(),
-            at_unix_ms: unix_ms(),
-            client: peer.to_string(),
-            destination: target.to_string(),
-            interface: interface.map(str::to_owned),
-            strategy: decision.strategy.clone(),
-            reason: decision.reason.clone(),
-            retries: retries as u32,
-            error,
-        };
-    let connected = match connect_with_failover(&ctx, &decision.order, &addrs).await {
+    // === pick ===
+    let mut conn = Session::new(&ctx, peer, &target, host, &addrs);
+
+    // === connect, with failover ===
+    let connected = match connect_with_failover(&ctx, &mut conn, &addrs).await {
         Ok(connected) => connected,
         Err(error) => {
-            if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
-                r.attempts = vec![Attempt {
-                    interface: String::new(),
-                    ok: false,
-                    error: Some(
-                        error
-                            .as_ref()
-                            .map_or_else(|| "no usable interface".to_owned(), ToString::to_string),
-                    ),
-                }];
-                log.log(r);
-            }
-            if let Some(first) = decision.order.first() {
-                let failed = Observation {
-                    iface: first.id,
-                    stage: Stage::ConnectFailed,
-                    connect_us: 0,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    duration_us: 0,
-                };
-                Router::observe(&decision, &meta, failed);
-            }
-            if let Some(feed) = &ctx.feed {
-                let why = error
-                    .as_ref()
-                    .map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
-                feed.send(record(
-                    None,
-                    decision.order.len().min(ctx.max_attempts),
-                    Some(why),
-                ));
-            }
             let reply = error.as_ref().map_or(Reply::NetworkUnreachable, reply_for);
             tracing::info!(
                 %peer,
@@ -242,103 +174,266 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
                 error = error.as_ref().map(|e| e.to_string()),
                 "Connection failed."
             );
+            conn.failed(&ctx, error.as_ref());
             let _ = handshake::write_reply(&mut client, reply, None).await;
             return;
         }
     };
-
     let Connected {
-        iface,
+        member,
         stream: mut outbound,
-        connect_time,
-        failed,
+        _in_flight,
     } = connected;
-    ctx.router.remember(&meta, iface.id);
-    if let Some(feed) = &ctx.feed {
-        feed.send(record(Some(&iface.name), failed.len(), None));
-    }
-    if !failed.is_empty() {
-        let tried: Vec<String> = failed.iter().map(|(n, e)| format!("{n} ({e})")).collect();
-        let message = format!(
-            "{target}: {} failed, connected via {}",
-            tried.join(", "),
-            iface.name
-        );
-        tracing::info!(%peer, %target, iface = %iface.name, failed = ?tried, "Failed over.");
-        ctx.events
-            .emit(EventKind::Failover, Some(&iface.name), message);
-    }
-    let observation = |stage, bytes_up, bytes_down, duration: Duration| Observation {
-        iface: iface.id,
-        stage,
-        connect_us: connect_time.as_micros() as u64,
-        bytes_up,
-        bytes_down,
-        duration_us: duration.as_micros() as u64,
-    };
-    Router::observe(
-        &decision,
-        &meta,
-        observation(Stage::Connected, 0, 0, Duration::ZERO),
-    );
+    conn.connected(&ctx, &member);
+
+    // === relay ===
     let bound = outbound.local_addr().ok();
     if handshake::write_reply(&mut client, Reply::Succeeded, bound)
         .await
         .is_err()
     {
+        conn.closed(&ctx, &member, Totals::default());
         return;
     }
     if !early_data.is_empty() && outbound.write_all(&early_data).await.is_err() {
-        iface.traffic.send(Traffic::Opened);
-        iface.traffic.send(Traffic::Closed);
+        conn.closed(&ctx, &member, Totals::default());
         return;
     }
-    iface.traffic.send(Traffic::Opened);
-    tracing::debug!(%peer, %target, iface = %iface.name, reason = %decision.reason, "Relaying.");
-    let started = Instant::now();
-    let totals = relay(&client, &outbound, &iface.live, ctx.idle_timeout).await;
-    iface.traffic.send(Traffic::Closed);
-    if let (Some(log), Some(mut r)) = (&ctx.conn_log, log_record.take()) {
-        r.attempts = failed
+    tracing::debug!(%peer, %target, iface = %member.state.name, reason = %conn.reason, "Relaying.");
+    let totals = relay(&client, &outbound, &member.handles.live, ctx.idle_timeout).await;
+
+    // === record ===
+    conn.closed(&ctx, &member, totals);
+}
+
+/// One connection's record, from decision to close: every sink (dashboard feed, connection
+/// log, the deciding strategy, the event log) reads it, so each learns the same facts.
+struct Session {
+    id: u64,
+    peer: SocketAddr,
+    destination: String,
+    accepted_unix_ms: u64,
+    /// What strategies see; `tried` grows with each failed interface.
+    meta: api::ConnMeta,
+    strategy: String,
+    reason: String,
+    decided_by: Arc<ActiveStrategy>,
+    /// The first decision's order (fallbacks after the first pick).
+    order: Vec<Member>,
+    /// Every candidate's numbers at decision time (only with a connection log).
+    candidates: Option<Vec<CandidateStats>>,
+    /// Failed attempts: interface name and error.
+    failed: Vec<(String, String)>,
+    connect_time: Duration,
+    relay_started: Option<Instant>,
+}
+
+impl Session {
+    /// Builds the connection's facts and asks the router (the pick phase).
+    fn new(
+        ctx: &ServeContext,
+        peer: SocketAddr,
+        target: &TargetAddr,
+        host: Option<String>,
+        addrs: &[SocketAddr],
+    ) -> Self {
+        let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut meta = match addrs.first() {
+            Some(a) => api::ConnMeta::for_addr(a.ip(), target.port()),
+            None => api::ConnMeta::for_host("", target.port()),
+        };
+        meta.id = id;
+        meta.host = host.map_or(RNone, |h| RSome(RString::from(h)));
+        meta.client = peer.ip().into();
+        meta.client_port = peer.port();
+        meta.protocol = api::ClientProtocol::Socks5;
+        let decision = ctx.router.pick(&meta);
+        let candidates = ctx.conn_log.as_ref().map(|_| {
+            ctx.router
+                .snapshot()
+                .usable()
+                .map(CandidateStats::of)
+                .collect()
+        });
+        Self {
+            id,
+            peer,
+            destination: target.to_string(),
+            accepted_unix_ms: unix_ms(),
+            meta,
+            strategy: decision.strategy,
+            reason: decision.reason,
+            decided_by: decision.decided_by,
+            order: decision.order,
+            candidates,
+            failed: Vec::new(),
+            connect_time: Duration::ZERO,
+            relay_started: None,
+        }
+    }
+
+    fn outcome(&self, iface: u32, stage: api::OutcomeStage) -> api::ConnOutcome {
+        let mut o = api::ConnOutcome::new(iface, self.meta.clone(), stage);
+        o.connect_us = u32::try_from(self.connect_time.as_micros()).unwrap_or(u32::MAX);
+        o
+    }
+
+    fn opened_event(&self, interface: Option<&str>, error: Option<String>) -> ConnEvent {
+        ConnEvent::Opened {
+            id: self.id,
+            at: Instant::now(),
+            at_unix_ms: unix_ms(),
+            client: self.peer.to_string(),
+            destination: self.destination.clone(),
+            interface: interface.map(str::to_owned),
+            strategy: self.strategy.clone(),
+            reason: self.reason.clone(),
+            retries: self.failed.len() as u32,
+            error,
+        }
+    }
+
+    fn log_record(
+        &self,
+        chosen: Option<&str>,
+        totals: Totals,
+        error: Option<String>,
+    ) -> Option<ConnRecord> {
+        let candidates = self.candidates.clone()?;
+        let mut attempts: Vec<Attempt> = self
+            .failed
             .iter()
             .map(|(n, e)| Attempt {
                 interface: n.clone(),
                 ok: false,
                 error: Some(e.clone()),
             })
-            .chain(std::iter::once(Attempt {
-                interface: iface.name.clone(),
+            .collect();
+        match chosen {
+            Some(name) => attempts.push(Attempt {
+                interface: name.to_owned(),
                 ok: true,
                 error: None,
-            }))
-            .collect();
-        r.chosen = Some(iface.name.clone());
-        r.ok = true;
-        r.connect_us = connect_time.as_micros() as u64;
-        r.bytes_up = totals.up;
-        r.bytes_down = totals.down;
-        r.duration_ms = started.elapsed().as_millis() as u64;
-        log.log(r);
-    }
-    if let Some(feed) = &ctx.feed {
-        feed.send(ConnEvent::Closed {
-            id,
-            at: Instant::now(),
+            }),
+            None if attempts.is_empty() => attempts.push(Attempt {
+                interface: String::new(),
+                ok: false,
+                error,
+            }),
+            None => {}
+        }
+        Some(ConnRecord {
+            unix_ms: self.accepted_unix_ms,
+            id: self.id,
+            client: self.peer.to_string(),
+            host: self.meta.host.as_ref().map(|h| h.to_string()).into_option(),
+            addr: self.meta.addr.as_ref().map(|a| a.to_string()).into_option(),
+            port: self.meta.port,
+            strategy: self.strategy.clone(),
+            reason: self.reason.clone(),
+            candidates,
+            attempts,
+            chosen: chosen.map(str::to_owned),
+            ok: chosen.is_some(),
+            connect_us: self.connect_time.as_micros() as u64,
             bytes_up: totals.up,
             bytes_down: totals.down,
-        });
+            duration_ms: self
+                .relay_started
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
+        })
     }
-    Router::observe(
-        &decision,
-        &meta,
-        observation(Stage::Closed, totals.up, totals.down, started.elapsed()),
-    );
-    tracing::debug!(%peer, %target, iface = %iface.name, up = totals.up, down = totals.down, "Closed.");
+
+    /// No interface connected: tell the feed, the log and the strategy.
+    fn failed(&self, ctx: &ServeContext, error: Option<&ConnectError>) {
+        let why = error.map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
+        if let Some(feed) = &ctx.feed {
+            feed.send(self.opened_event(None, Some(why.clone())));
+        }
+        if let (Some(log), Some(record)) = (
+            &ctx.conn_log,
+            self.log_record(None, Totals::default(), Some(why)),
+        ) {
+            log.log(record);
+        }
+    }
+
+    /// Connected through `member`: remember it, tell the feed, the strategy and the event log.
+    fn connected(&mut self, ctx: &ServeContext, member: &Member) {
+        self.relay_started = Some(Instant::now());
+        ctx.router.remember(&self.meta, member.state.id);
+        if let Some(feed) = &ctx.feed {
+            feed.send(self.opened_event(Some(&member.state.name), None));
+        }
+        if !self.failed.is_empty() {
+            let tried: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(n, e)| format!("{n} ({e})"))
+                .collect();
+            let message = format!(
+                "{}: {} failed, connected via {}",
+                self.destination,
+                tried.join(", "),
+                member.state.name
+            );
+            tracing::info!(peer = %self.peer, target = %self.destination, iface = %member.state.name, failed = ?tried, "Failed over.");
+            ctx.events
+                .emit(EventKind::Failover, Some(&member.state.name), message);
+        }
+        self.decided_by
+            .observe(&self.outcome(member.state.id, api::OutcomeStage::Connected));
+    }
+
+    /// The relay ended (or never started): the record's last facts go to every sink.
+    fn closed(&self, ctx: &ServeContext, member: &Member, totals: Totals) {
+        if let (Some(log), Some(record)) = (
+            &ctx.conn_log,
+            self.log_record(Some(&member.state.name), totals, None),
+        ) {
+            log.log(record);
+        }
+        if let Some(feed) = &ctx.feed {
+            feed.send(ConnEvent::Closed {
+                id: self.id,
+                at: Instant::now(),
+                bytes_up: totals.up,
+                bytes_down: totals.down,
+            });
+        }
+        let mut outcome = self.outcome(member.state.id, api::OutcomeStage::Closed);
+        outcome.bytes_up = totals.up;
+        outcome.bytes_down = totals.down;
+        outcome.duration_us = self
+            .relay_started
+            .map_or(0, |t| t.elapsed().as_micros() as u64);
+        self.decided_by.observe(&outcome);
+        tracing::debug!(peer = %self.peer, target = %self.destination, iface = %member.state.name, up = totals.up, down = totals.down, "Closed.");
+    }
 }
 
-/// Connects through the interfaces in `order`: the first, then (on interface-side failures)
-/// the next, up to `max_attempts`; with `race_after` set, a slow attempt is raced by the next
-/// one after that stagger and the first to connect wins.
+/// A connection counted in its interface's in-flight number ([`api::LiveCounters::active`])
+/// from the start of its connect until this is dropped (connect failed, or relay over).
+struct InFlight(RArc<api::LiveCounters>);
+
+impl InFlight {
+    fn start(live: &RArc<api::LiveCounters>) -> Self {
+        live.active.fetch_add(1, Ordering::Relaxed);
+        live.opened.fetch_add(1, Ordering::Relaxed);
+        Self(live.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Connects through the decision's first interface, then (on interface-side failures) through
+/// what the strategy picks next with the failed ones in `tried`, up to `max_attempts`; with
+/// `race_after` set, a slow attempt is raced by the next one after that stagger and the first
+/// to connect wins.
 ///
 /// Health bookkeeping: a link-level failure (network unreachable, device gone) counts against
 /// its interface at once; a timeout or host-unreachable counts only when another interface then
@@ -349,39 +444,52 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
 /// The last failure, or `None` when no interface could even try.
 async fn connect_with_failover(
     ctx: &ServeContext,
-    order: &[Arc<InterfaceView>],
+    conn: &mut Session,
     addrs: &[SocketAddr],
 ) -> Result<Connected, Option<ConnectError>> {
-    let candidates: Vec<(Arc<InterfaceView>, SocketAddr)> = order
-        .iter()
-        .filter_map(|iface| {
-            let dest = addrs.iter().find(|a| iface.source_for(a).is_some())?;
-            Some((iface.clone(), *dest))
-        })
-        .take(ctx.max_attempts)
-        .collect();
+    // Interfaces still to try, best first: the decision's order, replaced by a fresh pick after
+    // each failure.
+    let mut queue: Vec<Member> = conn.order.clone();
+    let mut launched: Vec<u32> = Vec::new();
     let mut attempts = JoinSet::new();
-    let mut next = 0;
-    let mut soft_failures: Vec<Arc<InterfaceView>> = Vec::new();
-    let mut failures = Vec::new();
+    let mut soft_failures: Vec<Member> = Vec::new();
     let mut last_error = None;
-    let launch = |attempts: &mut JoinSet<_>, i: usize| {
-        let (iface, dest) = candidates[i].clone();
+    let next = |queue: &mut Vec<Member>, launched: &[u32]| -> Option<(Member, SocketAddr)> {
+        if launched.len() >= ctx.max_attempts {
+            return None;
+        }
+        while !queue.is_empty() {
+            let member = queue.remove(0);
+            if launched.contains(&member.state.id) {
+                continue;
+            }
+            if let Some(dest) = addrs.iter().find(|a| member.state.source_for(a).is_some()) {
+                return Some((member, *dest));
+            }
+        }
+        None
+    };
+    let launch = |attempts: &mut JoinSet<_>,
+                  launched: &mut Vec<u32>,
+                  (member, dest): (Member, SocketAddr)| {
+        launched.push(member.state.id);
         attempts.spawn(async move {
+            let in_flight = InFlight::start(&member.handles.live);
             let started = Instant::now();
-            let result = connect_via(&iface, dest, iface.connect_timeout).await;
-            (iface, started.elapsed(), result)
+            let result = connect_via(&member.state, dest, member.state.connect_timeout).await;
+            (member, started.elapsed(), result.map(|s| (s, in_flight)))
         });
     };
     loop {
         if attempts.is_empty() {
-            if next >= candidates.len() {
+            let Some(candidate) = next(&mut queue, &launched) else {
                 return Err(last_error);
-            }
-            launch(&mut attempts, next);
-            next += 1;
+            };
+            launch(&mut attempts, &mut launched, candidate);
         }
-        let race = ctx.race_after.filter(|_| next < candidates.len());
+        let race = ctx
+            .race_after
+            .filter(|_| launched.len() < ctx.max_attempts && !queue.is_empty());
         let stagger = async {
             match race {
                 Some(d) => tokio::time::sleep(d).await,
@@ -390,55 +498,61 @@ async fn connect_with_failover(
         };
         tokio::select! {
             Some(joined) = attempts.join_next() => {
-                let Ok((iface, elapsed, result)) = joined else { continue };
+                let Ok((member, elapsed, result)) = joined else { continue };
                 match result {
-                    Ok(stream) => {
-                        iface.traffic.send(Traffic::Connected(elapsed));
+                    Ok((stream, in_flight)) => {
+                        member.handles.connected(Source::Connection, elapsed);
                         for failed in soft_failures {
-                            failed.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::Failed });
+                            failed.handles.failed(Source::Connection, Outcome::Failed);
                         }
-                        return Ok(Connected { iface, stream, connect_time: elapsed, failed: failures });
+                        conn.connect_time = elapsed;
+                        return Ok(Connected { member, stream, _in_flight: in_flight });
                     }
                     Err(error) => {
-                        tracing::debug!(iface = %iface.name, %error, elapsed_ms = elapsed.as_millis() as u64, "Connect failed.");
+                        tracing::debug!(iface = %member.state.name, %error, elapsed_ms = elapsed.as_millis() as u64, "Connect failed.");
                         if !error.is_interface_side() {
                             // The destination answered (refused): the link works, and another
                             // interface would hear the same answer.
-                            iface.traffic.send(Traffic::Connected(elapsed));
+                            member.handles.connected(Source::Connection, elapsed);
                             return Err(Some(error));
                         }
-                        failures.push((iface.name.clone(), error.to_string()));
+                        conn.failed.push((member.state.name.clone(), error.to_string()));
+                        conn.meta.tried.push(member.state.id);
+                        conn.decided_by.observe(&conn.outcome(member.state.id, api::OutcomeStage::ConnectFailed));
                         if error.suggests_link_down() {
                             ctx.rescan.do_send(Rescan);
                         }
                         if error.is_link_failure() {
-                            iface.actor.do_send(Observed { source: Source::Connection, outcome: Outcome::LinkFailed });
+                            member.handles.failed(Source::Connection, Outcome::LinkFailed);
                         } else {
-                            soft_failures.push(iface);
+                            soft_failures.push(member);
                         }
                         last_error = Some(error);
-                        if next < candidates.len() && attempts.is_empty() {
-                            launch(&mut attempts, next);
-                            next += 1;
+                        // Ask again, with what failed in `tried`.
+                        queue = ctx.router.pick(&conn.meta).order;
+                        if attempts.is_empty()
+                            && let Some(candidate) = next(&mut queue, &launched)
+                        {
+                            launch(&mut attempts, &mut launched, candidate);
                         }
                     }
                 }
             }
             () = stagger => {
-                launch(&mut attempts, next);
-                next += 1;
+                if let Some(candidate) = next(&mut queue, &launched) {
+                    launch(&mut attempts, &mut launched, candidate);
+                }
             }
         }
     }
 }
 
-/// A connect that worked, and what failed before it.
+/// A connect that worked.
 struct Connected {
-    iface: Arc<InterfaceView>,
+    member: Member,
     stream: TcpStream,
-    connect_time: Duration,
-    /// Interfaces tried first, with their errors.
-    failed: Vec<(String, String)>,
+    /// Keeps the connection counted on its interface until the relay is over.
+    _in_flight: InFlight,
 }
 
 /// Resolves the target once. A name resolves through the system resolver (hosts file, DNS).

@@ -6,7 +6,7 @@
 //!
 //! The agent is the one owner of everything ZeroTier. After each poll it publishes:
 //!
-//! - to the [`Router`], via [`Router::set_zerotier`]: per interface name (`portDeviceName`), a
+//! - to the [`ConnectionManager`](crate::manager::ConnectionManager), as [`ZeroTierChanged`]: per interface name (`portDeviceName`), a
 //!   ready-made plugin-ABI [`ZeroTierInfo`](netmix_plugin_api::ZeroTierInfo) holding only the
 //!   routes that pass README §A4's checks (none while the network is not OK) plus the node's
 //!   health (online, TCP fallback, direct/relayed peers). The router merges it into each
@@ -43,7 +43,8 @@ use netmix_plugin_api as abi;
 use netmix_web::models::{ZeroTierDto, ZtNetworkDto, ZtPeerDto, ZtRouteDto};
 
 use crate::config::ZeroTierConfig;
-use crate::router::{Router, ZeroTierFacts};
+use crate::manager::ZeroTierChanged;
+use crate::router::ZeroTierFacts;
 use api::{ApiError, Network, Peer, RouteContext, RouteVerdict, Status};
 use token::{AuthToken, Env, Os};
 
@@ -252,7 +253,7 @@ pub fn backoff(failures: u32) -> Duration {
 pub struct ZeroTierAgent {
     config: ZeroTierConfig,
     env: Env,
-    router: Arc<Router>,
+    router: Recipient<ZeroTierChanged>,
     shared: ZtHandle,
     /// The client in use and what it was built from (rebuilt when the port or token changes).
     client: Option<(u16, AuthToken, api::Client)>,
@@ -264,7 +265,11 @@ pub struct ZeroTierAgent {
 
 impl ZeroTierAgent {
     /// An agent (not started) that publishes to `router` and `shared`.
-    pub fn new(config: ZeroTierConfig, router: Arc<Router>, shared: ZtHandle) -> Self {
+    pub fn new(
+        config: ZeroTierConfig,
+        router: Recipient<ZeroTierChanged>,
+        shared: ZtHandle,
+    ) -> Self {
         Self {
             env: Env::from_process(config.home.clone()),
             config,
@@ -434,7 +439,7 @@ impl ZeroTierAgent {
     fn publish(&mut self, state: ZtState) {
         let facts = state.interface_facts();
         if facts != self.facts {
-            self.router.set_zerotier(facts.clone());
+            self.router.do_send(ZeroTierChanged(facts.clone()));
             self.facts = facts;
         }
         if **self.shared.load() != state {

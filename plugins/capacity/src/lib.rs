@@ -8,20 +8,21 @@
 //! expected completion on link i = (connections in flight on i + 1) × unit / capacity_i + latency_i
 //! ```
 //!
-//! The scoring and the in-flight ledger live in `netmix-strategy-kit`
-//! ([`netmix_strategy_kit::capacity`]), shared with the `zerotier` plugin's base strategy; this
-//! crate parses the options and exports the plugin.
+//! The scoring lives in `netmix-strategy-kit` ([`netmix_strategy_kit::capacity`]), shared with
+//! the `zerotier` plugin's base strategy; this crate parses the options and exports the plugin.
+//! `rebuild` prepares each link's constants (capacity, latency, penalty, reason text); `pick`
+//! combines them with the engine's live in-flight counts.
 //!
 //! Options (TOML): `unit_bytes` (typical transfer size, default 1 MiB), `degraded_penalty`
 //! (default 2, at least 1).
+//!
+//! `#![forbid(unsafe_code)]` is not possible here: `export_strategy!` expands to abi_stable
+//! macros that use `unsafe`.
 
 #![allow(non_local_definitions)]
 
-use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError, StrategyImpl, parse_options,
-};
-use netmix_strategy_kit::Scorer;
-use netmix_strategy_kit::capacity::Capacity as CapacityScoring;
+use netmix_plugin_api::{Choice, ConnMeta, Snapshot, StrategyError, StrategyImpl, parse_options};
+use netmix_strategy_kit::capacity::{Capacity as CapacityScoring, CapacityPlan};
 
 pub use netmix_strategy_kit::capacity::CapacityConfig;
 
@@ -44,20 +45,22 @@ impl Capacity {
     pub fn new(config: CapacityConfig) -> Self {
         Self(CapacityScoring::new(config))
     }
+
+    /// The options.
+    pub fn config(&self) -> &CapacityConfig {
+        self.0.config()
+    }
 }
 
 impl StrategyImpl for Capacity {
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        self.0.pick(interfaces, conn)
+    type Plan = CapacityPlan;
+
+    fn plan(&self, snapshot: &Snapshot) -> Result<CapacityPlan, StrategyError> {
+        self.0.plan(snapshot)
     }
 
-    fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
-        self.0.observe(outcome);
-        Ok(())
+    fn pick(&self, plan: &CapacityPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        self.0.pick(plan, conn)
     }
 }
 
@@ -69,9 +72,9 @@ netmix_plugin_api::export_strategy! {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
 
-    use netmix_plugin_api::OutcomeStage;
+    use netmix_plugin_api::{InterfaceSnapshot, guard::Guarded};
 
     use super::*;
 
@@ -82,22 +85,29 @@ mod tests {
         assert!(Capacity::from_options("nope = 1").is_err());
         assert!(Capacity::from_options("").is_ok());
         let c = Capacity::from_options("unit_bytes = 1000\ndegraded_penalty = 3.0").unwrap();
-        assert_eq!(c.0.config().unit_bytes, 1000);
+        assert_eq!(c.config().unit_bytes, 1000);
     }
 
     #[test]
-    fn picks_and_observations_reach_the_ledger() {
-        let s = Capacity::default();
-        let ifs = [
+    fn picks_read_the_live_counts_through_the_abi_surface() {
+        let s = Guarded::boxed("capacity", Capacity::default());
+        let mut ifs = [
             InterfaceSnapshot::new(0, "wan0"),
             InterfaceSnapshot::new(1, "wan1"),
         ];
-        let mut conn = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
-        conn.client_port = 1;
-        let first = s.pick(&ifs, &conn).unwrap().first().unwrap();
-        assert_eq!(s.0.ledger().in_flight(first), 1);
-        let outcome = ConnOutcome::new(first, conn, OutcomeStage::Closed);
-        s.observe(&outcome).unwrap();
-        assert!(s.0.ledger().is_empty());
+        ifs[0].capacity_down_bps = 30_000_000;
+        ifs[1].capacity_down_bps = 10_000_000;
+        s.rebuild(&Snapshot::of(ifs.to_vec())).unwrap();
+        let conn = ConnMeta::for_host("example.com", 443);
+        let c = s.pick(&conn).unwrap();
+        assert_eq!(c.order.as_slice(), &[0, 1]);
+        assert!(
+            c.reason.starts_with("capacity: wan0 done in ≈"),
+            "{}",
+            c.reason
+        );
+        // The engine starts three connects on wan0: 4 × unit / 30 > 1 × unit / 10.
+        ifs[0].live.active.store(3, Ordering::Relaxed);
+        assert_eq!(s.pick(&conn).unwrap().first(), Some(1));
     }
 }

@@ -10,24 +10,33 @@
 //! ```
 //!
 //! - `capacity_i` is the link's measured delivery rate: the engine's decaying peak of its
-//!   one-second download rate (`peak_down_bps` extension field). A link not measured yet is
-//!   assumed as fast as the average measured one (or all equal when none is), so it gets
+//!   one-second download rate ([`InterfaceSnapshot::capacity_down_bps`]). A link not measured
+//!   yet is assumed as fast as the average measured one (or all equal when none is), so it gets
 //!   traffic and thereby a measurement.
-//! - "in flight" is the larger of the strategy's own [`Ledger`] (a connection counts from the
-//!   moment it is picked until `observe` reports it closed, moved or failed) and the engine's
-//!   `active_conns`, which reaches the snapshot too late for a burst of simultaneous
-//!   connections.
+//! - "in flight" is the engine's live count ([`InterfaceSnapshot::active_conns`]): it counts a
+//!   connection from the moment the engine starts connecting through the link, so a burst of
+//!   simultaneous connections sees each other.
 //! - `unit` (option `unit_bytes`, default 1 MiB) is the size of a typical transfer; it sets how
 //!   much a link's latency weighs against its queue: small for request/response traffic,
 //!   large for bulk downloads.
 //! - A Degraded link's expected completion is doubled (option `degraded_penalty`).
+//!
+//! Everything but the in-flight count is fixed per snapshot: [`Capacity::plan_labeled`]
+//! computes it when the interfaces change, and a pick is a handful of multiplications and a
+//! sort of the candidates.
+
+use std::sync::atomic::Ordering;
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError,
+    Choice, ConnMeta, InterfaceSnapshot, LinkState, LiveCounters, Snapshot, StrategyError,
+    StrategyImpl,
+    abi_stable::std_types::{RArc, RString},
 };
 
-use crate::Scorer;
-use crate::ledger::Ledger;
+use crate::{
+    Candidate, Fit, PRECOMPUTED_REASONS, SortKey, order_of, push_decimal, reason, usable,
+    with_scratch,
+};
 
 /// Options (`[strategies.capacity]`).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -72,24 +81,80 @@ impl CapacityConfig {
 #[derive(Debug, Default)]
 pub struct Capacity {
     config: CapacityConfig,
-    ledger: Ledger,
 }
 
-/// A link's measured capacity in bit/s, 0 when unknown.
-fn capacity_bps(i: &InterfaceSnapshot) -> f64 {
-    i.ext
-        .get("peak_down_bps")
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
+/// One usable link and its constants for the current snapshot.
+#[derive(Debug)]
+struct Link {
+    /// Which connections it can carry ([`ConnMeta::fits`]).
+    fit: Fit,
+    /// Its live counters (connections in flight).
+    live: RArc<LiveCounters>,
+    /// Expected completion added per connection queued, seconds (`unit / capacity`, or 1 when
+    /// nothing is measured), times the Degraded penalty.
+    per_conn: f64,
+    /// Expected completion added regardless of the queue, seconds (the latency, or a
+    /// thousandth of it as a tie-breaker when nothing is measured), times the penalty.
+    fixed: f64,
+    /// The reason up to the in-flight count (with the expected completion between them when
+    /// measured): `"capacity: wan0 done in ≈"` / `"capacity: wan0 least loaded ("`.
+    head: String,
+    /// The reason after the in-flight count: `" in flight, 40.0 Mbit/s)"`.
+    tail: String,
+    /// The reasons for the in-flight counts below [`PRECOMPUTED_REASONS`].
+    reasons: Vec<String>,
+}
+
+impl Link {
+    /// Expected completion with `queued` connections in flight.
+    fn eta(&self, queued: u32) -> f64 {
+        (f64::from(queued) + 1.0) * self.per_conn + self.fixed
+    }
+
+    /// The reason of a pick that puts this link first with `queued` in flight.
+    fn reason(&self, queued: u32, measured: bool) -> String {
+        if !measured {
+            return reason(&self.head, queued, &self.tail);
+        }
+        // "≈1.25s (3": the expected completion to the hundredth, then the count.
+        let centis = (self.eta(queued) * 100.0 + 0.5) as u64;
+        let mut r = String::with_capacity(self.head.len() + self.tail.len() + 32);
+        r.push_str(&self.head);
+        push_decimal(&mut r, centis / 100);
+        r.push('.');
+        r.push(char::from(b'0' + (centis / 10 % 10) as u8));
+        r.push(char::from(b'0' + (centis % 10) as u8));
+        r.push_str("s (");
+        push_decimal(&mut r, u64::from(queued));
+        r.push_str(&self.tail);
+        r
+    }
+}
+
+/// What [`Capacity`] prepares from a snapshot: every usable link's constants.
+#[derive(Debug, Default)]
+pub struct CapacityPlan {
+    links: Vec<Link>,
+    /// Whether any link has a measured capacity (else: plain least-loaded).
+    measured: bool,
+}
+
+impl CapacityPlan {
+    /// How many links the plan covers.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether the plan covers no link.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
 }
 
 impl Capacity {
     /// With explicit options (not validated: see [`CapacityConfig::validate`]).
     pub fn new(config: CapacityConfig) -> Self {
-        Self {
-            config,
-            ledger: Ledger::new(),
-        }
+        Self { config }
     }
 
     /// The options.
@@ -97,116 +162,181 @@ impl Capacity {
         &self.config
     }
 
-    /// The connections picked and not closed yet.
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
-    /// Feedback from the engine: keeps the in-flight ledger up to date.
-    pub fn observe(&self, outcome: &ConnOutcome) {
-        self.ledger.observe(outcome);
-    }
-}
-
-impl Scorer for Capacity {
-    fn pick_among(
+    /// The plan for the usable ones of `interfaces`, every reason starting with `label`
+    /// (`""` for the plugin, `"base capacity: "` for the `zerotier` plugin's base).
+    pub fn plan_labeled<'a>(
         &self,
-        usable: &[&InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        if usable.is_empty() {
-            return Err(StrategyError::NoCandidate);
-        }
-        let pending = self.ledger.start_pick(conn);
-
-        let known: Vec<f64> = usable
+        interfaces: impl IntoIterator<Item = &'a InterfaceSnapshot>,
+        label: &str,
+    ) -> CapacityPlan {
+        let ifaces = usable(interfaces);
+        let known: Vec<f64> = ifaces
             .iter()
-            .map(|i| capacity_bps(i))
-            .filter(|c| *c > 0.0)
+            .map(|i| i.capacity_down_bps as f64)
+            .filter(|&c| c > 0.0)
             .collect();
-        let fallback_cap = if known.is_empty() {
-            1.0
-        } else {
+        let measured = !known.is_empty();
+        let fallback_cap = if measured {
             known.iter().sum::<f64>() / known.len() as f64
+        } else {
+            1.0
         };
         let unit_bits = self.config.unit_bytes as f64 * 8.0;
-        let mut scored: Vec<(f64, &InterfaceSnapshot, f64, u32)> = usable
-            .iter()
+        let links = ifaces
+            .into_iter()
             .map(|i| {
-                let cap = match capacity_bps(i) {
+                let cap = match i.capacity_down_bps as f64 {
                     c if c > 0.0 => c,
                     _ => fallback_cap,
                 };
-                let queued = pending.in_flight(i.id).max(i.active_conns);
                 let latency = f64::from(i.latency_ewma_us.into_option().unwrap_or(0)) / 1e6;
-                let mut eta = (f64::from(queued) + 1.0) * unit_bits / cap + latency;
-                if known.is_empty() {
+                let penalty = if i.state == LinkState::Degraded {
+                    self.config.degraded_penalty
+                } else {
+                    1.0
+                };
+                let (per_conn, fixed, head, tail) = if measured {
+                    (
+                        unit_bits / cap,
+                        latency,
+                        format!("{label}capacity: {} done in ≈", i.name),
+                        format!(" in flight, {:.1} Mbit/s)", cap / 1e6),
+                    )
+                } else {
                     // Nothing measured: plain least-loaded, latency breaking ties.
-                    eta = f64::from(queued) + 1.0 + latency / 1e3;
-                }
-                if i.state == LinkState::Degraded {
-                    eta *= self.config.degraded_penalty;
-                }
-                (eta, *i, cap, queued)
+                    (
+                        1.0,
+                        latency / 1e3,
+                        format!("{label}capacity: {} least loaded (", i.name),
+                        " in flight; no rate measured yet)".to_owned(),
+                    )
+                };
+                let mut link = Link {
+                    fit: Fit::of(i),
+                    live: i.live.clone(),
+                    per_conn: per_conn * penalty,
+                    fixed: fixed * penalty,
+                    head,
+                    tail,
+                    reasons: Vec::new(),
+                };
+                link.reasons = (0..PRECOMPUTED_REASONS)
+                    .map(|q| link.reason(q, measured))
+                    .collect();
+                link
             })
             .collect();
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
-        let (eta, best, cap, queued) = scored[0];
-        pending.record(best.id);
-        let reason = if known.is_empty() {
-            format!(
-                "capacity: {} least loaded ({queued} in flight; no rate measured yet)",
-                best.name
-            )
-        } else {
-            format!(
-                "capacity: {} done in ≈{:.2}s ({queued} in flight, {:.1} Mbit/s)",
-                best.name,
-                eta,
-                cap / 1e6
-            )
-        };
-        Ok(Choice::new(
-            scored.iter().map(|s| s.1.id).collect::<Vec<_>>(),
-            reason,
-        ))
+        CapacityPlan { links, measured }
+    }
+
+    /// Orders the links of `plan` that fit `conn` by expected completion, with the live
+    /// in-flight counts.
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when no link of the plan fits `conn`.
+    pub fn pick_in(&self, plan: &CapacityPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        with_scratch(
+            plan.links.len(),
+            |cands: &mut [Candidate], keys: &mut [SortKey]| {
+                let mut n = 0;
+                for (index, link) in plan.links.iter().enumerate() {
+                    if !link.fit.fits(conn) {
+                        continue;
+                    }
+                    let queued = link.live.active.load(Ordering::Relaxed);
+                    let eta = link.eta(queued);
+                    cands[n] = Candidate {
+                        score: eta,
+                        queued,
+                        link: index as u32,
+                    };
+                    // By expected completion, then id.
+                    keys[n] = SortKey::new(eta.to_bits(), n);
+                    n += 1;
+                }
+                let keys = &mut keys[..n];
+                keys.sort_unstable();
+                let best = &cands[keys.first().ok_or(StrategyError::NoCandidate)?.position()];
+                let link = &plan.links[best.link as usize];
+                let reason = match link.reasons.get(best.queued as usize) {
+                    Some(text) => RString::from(text.as_str()),
+                    None => RString::from(link.reason(best.queued, plan.measured)),
+                };
+                Ok(Choice {
+                    order: order_of(keys, |at| plan.links[cands[at].link as usize].fit.id),
+                    reason,
+                })
+            },
+        )
+    }
+}
+
+impl StrategyImpl for Capacity {
+    type Plan = CapacityPlan;
+
+    fn plan(&self, snapshot: &Snapshot) -> Result<CapacityPlan, StrategyError> {
+        Ok(self.plan_labeled(snapshot.interfaces.iter(), ""))
+    }
+
+    fn pick(&self, plan: &CapacityPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        self.pick_in(plan, conn)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
 
-    use netmix_plugin_api::OutcomeStage;
+    use netmix_plugin_api::IpNetC;
     use netmix_plugin_api::abi_stable::std_types::ROption;
 
     use super::*;
 
     fn iface(id: u32, mbit: u64, latency_ms: u32) -> InterfaceSnapshot {
         let mut i = InterfaceSnapshot::new(id, &format!("wan{id}"));
-        if mbit > 0 {
-            i.ext.set("peak_down_bps", (mbit * 1_000_000).to_string());
-        }
+        i.addrs
+            .push(IpNetC::new(Ipv4Addr::new(198, 18, id as u8, 2), 24));
+        i.capacity_down_bps = mbit * 1_000_000;
         i.latency_ewma_us = ROption::RSome(latency_ms * 1000);
         i
     }
 
     fn conn(port: u16) -> ConnMeta {
         let mut c = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
-        c.client = Ipv4Addr::LOCALHOST.into();
         c.client_port = port;
         c
+    }
+
+    fn pick(
+        s: &Capacity,
+        ifs: &[InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError> {
+        s.pick(&s.plan(&Snapshot::of(ifs.to_vec()))?, conn)
+    }
+
+    /// Picks `n` connections from one plan, each counted in flight on its first choice the way
+    /// the engine counts it (from the start of the connect), and counts the first choices.
+    fn burst(s: &Capacity, ifs: &[InterfaceSnapshot], n: u16) -> Vec<u32> {
+        let plan = s.plan(&Snapshot::of(ifs.to_vec())).unwrap();
+        let mut counts = vec![0; ifs.len()];
+        for port in 0..n {
+            let first = s.pick(&plan, &conn(port)).unwrap().first().unwrap();
+            ifs[first as usize]
+                .live
+                .active
+                .fetch_add(1, Ordering::Relaxed);
+            counts[first as usize] += 1;
+        }
+        counts
     }
 
     #[test]
     fn a_burst_is_shared_in_proportion_to_capacity() {
         let s = Capacity::new(CapacityConfig::default());
         let ifs = [iface(0, 20, 5), iface(1, 40, 5), iface(2, 80, 5)];
-        let mut counts = [0; 3];
-        for port in 0..24 {
-            let c = s.pick(&ifs, &conn(port)).unwrap();
-            counts[c.first().unwrap() as usize] += 1;
-        }
+        let counts = burst(&s, &ifs, 24);
         // 20:40:80 of 24 is 3.4 : 6.9 : 13.7.
         assert!((3..=4).contains(&counts[0]), "{counts:?}");
         assert!((6..=8).contains(&counts[1]), "{counts:?}");
@@ -214,26 +344,34 @@ mod tests {
     }
 
     #[test]
-    fn closed_connections_leave_the_ledger() {
+    fn a_closed_connection_frees_its_link() {
         let s = Capacity::new(CapacityConfig::default());
         let ifs = [iface(0, 10, 5), iface(1, 10, 5)];
-        let first = s.pick(&ifs, &conn(1)).unwrap().first().unwrap();
-        let outcome = ConnOutcome::new(first, conn(1), OutcomeStage::Closed);
-        s.observe(&outcome);
-        assert!(s.ledger().is_empty());
+        let plan = s.plan(&Snapshot::of(ifs.to_vec())).unwrap();
+        let first = s.pick(&plan, &conn(1)).unwrap().first().unwrap();
+        let live = &ifs[first as usize].live;
+        live.active.fetch_add(1, Ordering::Relaxed);
+        let c = s.pick(&plan, &conn(2)).unwrap();
+        assert_ne!(
+            c.first(),
+            Some(first),
+            "the live count is read, no rebuild needed"
+        );
+        live.active.fetch_sub(1, Ordering::Relaxed);
         // Equal links, nothing in flight: the same (lowest id) link again.
-        assert_eq!(s.pick(&ifs, &conn(2)).unwrap().first(), Some(first));
+        assert_eq!(s.pick(&plan, &conn(3)).unwrap().first(), Some(first));
     }
 
     #[test]
     fn unmeasured_links_share_by_count() {
         let s = Capacity::new(CapacityConfig::default());
         let ifs = [iface(0, 0, 5), iface(1, 0, 5), iface(2, 0, 5)];
-        let mut counts = [0; 3];
-        for port in 0..30 {
-            counts[s.pick(&ifs, &conn(port)).unwrap().first().unwrap() as usize] += 1;
-        }
-        assert_eq!(counts, [10, 10, 10]);
+        assert_eq!(burst(&s, &ifs, 30), [10, 10, 10]);
+        let c = pick(&s, &ifs, &conn(1)).unwrap();
+        assert_eq!(
+            c.reason,
+            "capacity: wan0 least loaded (10 in flight; no rate measured yet)"
+        );
     }
 
     #[test]
@@ -243,7 +381,59 @@ mod tests {
             ..Default::default()
         });
         let ifs = [iface(0, 50, 40), iface(1, 50, 5)];
-        assert_eq!(s.pick(&ifs, &conn(1)).unwrap().first(), Some(1));
+        let c = pick(&s, &ifs, &conn(1)).unwrap();
+        assert_eq!(c.order.as_slice(), &[1, 0]);
+        // 8000 bit / 50 Mbit/s + 5 ms.
+        assert_eq!(
+            c.reason,
+            "capacity: wan1 done in ≈0.01s (0 in flight, 50.0 Mbit/s)"
+        );
+    }
+
+    #[test]
+    fn reasons_past_the_precomputed_counts() {
+        let s = Capacity::new(CapacityConfig {
+            unit_bytes: 1_000_000,
+            ..Default::default()
+        });
+        let link = iface(0, 8, 0);
+        for active in [PRECOMPUTED_REASONS - 1, PRECOMPUTED_REASONS, 99] {
+            link.live.active.store(active, Ordering::Relaxed);
+            let c = pick(&s, std::slice::from_ref(&link), &conn(1)).unwrap();
+            // (active + 1) × 8 Mbit / 8 Mbit/s.
+            let expected = format!(
+                "capacity: wan0 done in ≈{}.00s ({active} in flight, 8.0 Mbit/s)",
+                active + 1
+            );
+            assert_eq!(c.reason, expected);
+        }
+        let unmeasured = iface(1, 0, 0);
+        unmeasured.live.active.store(40, Ordering::Relaxed);
+        let c = pick(&s, &[unmeasured], &conn(1)).unwrap();
+        assert_eq!(
+            c.reason,
+            "capacity: wan1 least loaded (40 in flight; no rate measured yet)"
+        );
+    }
+
+    #[test]
+    fn degraded_and_unmeasured_links() {
+        let s = Capacity::default();
+        let mut slow_ok = iface(0, 10, 5);
+        slow_ok.state = LinkState::Up;
+        let mut fast_degraded = iface(1, 15, 5);
+        fast_degraded.state = LinkState::Degraded;
+        // 15 Mbit/s halved by the penalty is slower than 10.
+        let c = pick(&s, &[slow_ok, fast_degraded], &conn(1)).unwrap();
+        assert_eq!(c.order.as_slice(), &[0, 1]);
+        // An unmeasured link is assumed as fast as the average measured one.
+        let c = pick(
+            &s,
+            &[iface(0, 10, 5), iface(1, 30, 5), iface(2, 0, 1)],
+            &conn(1),
+        )
+        .unwrap();
+        assert_eq!(c.order.as_slice(), &[1, 2, 0]);
     }
 
     #[test]
@@ -252,14 +442,14 @@ mod tests {
         let mut c = conn(1);
         c.tried.push(0);
         assert_eq!(
-            s.pick(&[iface(0, 10, 5)], &c).unwrap_err(),
+            pick(&s, &[iface(0, 10, 5)], &c).unwrap_err(),
             StrategyError::NoCandidate
         );
-        assert_eq!(
-            s.pick_among(&[], &c).unwrap_err(),
-            StrategyError::NoCandidate
-        );
-        assert!(s.ledger().is_empty());
+        assert_eq!(pick(&s, &[], &c).unwrap_err(), StrategyError::NoCandidate);
+        let mut down = iface(1, 10, 5);
+        down.state = LinkState::Down;
+        let plan = s.plan(&Snapshot::of(vec![down])).unwrap();
+        assert!(plan.is_empty());
     }
 
     #[test]

@@ -10,23 +10,29 @@
 //! one fastest link until it saturates; multiplying by the outstanding load makes a link look
 //! slower as it fills, so new connections spread once the fast link is busy.
 //!
-//! - "In flight" is the larger of the strategy's own [`Ledger`] (a connection counts from the
-//!   moment it is picked until `observe` reports it closed, moved or failed) and the engine's
-//!   `active_conns`, which reaches the snapshot a few milliseconds late: without the ledger a
-//!   burst of simultaneous connections would all land on one link.
+//! - "In flight" is the engine's live count ([`InterfaceSnapshot::active_conns`]): it counts a
+//!   connection from the moment the engine starts connecting through the link, so a burst of
+//!   simultaneous connections sees each other and spreads.
 //! - An interface without a latency sample yet scores with the median EWMA of the others (or
 //!   [`DEFAULT_UNKNOWN_LATENCY_US`] when no interface has one): neither shunned nor preferred,
 //!   so it gets traffic and thereby measurements.
 //! - Scores within `tolerance_pct` of the best count as a tie, broken by fewest connections in
 //!   flight, then lowest id. Without it, two similar links would flap on every small change of
 //!   their EWMAs.
+//!
+//! Everything but the in-flight count is fixed per snapshot: [`Latency::plan_labeled`] computes
+//! the latencies, penalties and reason texts when the interfaces change; a pick multiplies and
+//! sorts.
+
+use std::sync::atomic::Ordering;
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError,
+    Choice, ConnMeta, InterfaceSnapshot, LinkState, LiveCounters, Snapshot, StrategyError,
+    StrategyImpl,
+    abi_stable::std_types::{RArc, RString},
 };
 
-use crate::Scorer;
-use crate::ledger::Ledger;
+use crate::{Candidate, Fit, PRECOMPUTED_REASONS, SortKey, order_of, reason, usable, with_scratch};
 
 /// The latency assumed when no interface has a sample yet, microseconds.
 pub const DEFAULT_UNKNOWN_LATENCY_US: u32 = 50_000;
@@ -80,21 +86,50 @@ impl LatencyConfig {
 #[derive(Debug, Default)]
 pub struct Latency {
     config: LatencyConfig,
-    ledger: Ledger,
 }
 
-/// One candidate with its score.
-struct Scored<'a> {
-    iface: &'a InterfaceSnapshot,
-    latency_us: u32,
-    measured: bool,
-    queued: u32,
-    score: f64,
+/// One usable link and its constants for the current snapshot.
+#[derive(Debug)]
+struct Link {
+    /// Which connections it can carry ([`ConnMeta::fits`]).
+    fit: Fit,
+    /// Its live counters (connections in flight).
+    live: RArc<LiveCounters>,
+    /// Its latency EWMA (or the neutral value), microseconds, at least 1.
+    latency_us: f64,
+    /// The Degraded penalty, 1 when Up.
+    penalty: f64,
+    /// The reason up to the in-flight count: `"latency ~5.0ms×(1+"`.
+    head: String,
+    /// The reason after it: `" active)"` or `" active) degraded"`.
+    tail: String,
+    /// The reasons for the in-flight counts below [`PRECOMPUTED_REASONS`].
+    reasons: Vec<String>,
+}
+
+/// What [`Latency`] prepares from a snapshot: every usable link's constants.
+#[derive(Debug, Default)]
+pub struct LatencyPlan {
+    links: Vec<Link>,
+    /// `1 + tolerance_pct / 100`: scores up to the best times this are a tie.
+    tie: f64,
+}
+
+impl LatencyPlan {
+    /// How many links the plan covers.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// Whether the plan covers no link.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
 }
 
 /// The median of the known EWMAs, or the default when none is known.
-fn neutral_latency_us(candidates: &[&InterfaceSnapshot]) -> u32 {
-    let mut known: Vec<u32> = candidates
+fn neutral_latency_us(links: &[&InterfaceSnapshot]) -> u32 {
+    let mut known: Vec<u32> = links
         .iter()
         .filter_map(|i| i.latency_ewma_us.into_option())
         .collect();
@@ -108,10 +143,7 @@ fn neutral_latency_us(candidates: &[&InterfaceSnapshot]) -> u32 {
 impl Latency {
     /// With explicit options (not validated: see [`LatencyConfig::validate`]).
     pub fn new(config: LatencyConfig) -> Self {
-        Self {
-            config,
-            ledger: Ledger::new(),
-        }
+        Self { config }
     }
 
     /// The options.
@@ -119,101 +151,146 @@ impl Latency {
         &self.config
     }
 
-    /// The connections picked and not closed yet.
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+    /// The plan for the usable ones of `interfaces`, every reason starting with `label`
+    /// (`""` for the plugin, `"base latency: "` for the `zerotier` plugin's base).
+    pub fn plan_labeled<'a>(
+        &self,
+        interfaces: impl IntoIterator<Item = &'a InterfaceSnapshot>,
+        label: &str,
+    ) -> LatencyPlan {
+        let ifaces = usable(interfaces);
+        let neutral = neutral_latency_us(&ifaces);
+        let links = ifaces
+            .into_iter()
+            .map(|i| {
+                let measured = i.latency_ewma_us.is_some();
+                let latency_us = i.latency_ewma_us.unwrap_or(neutral).max(1);
+                let degraded = i.state == LinkState::Degraded;
+                let mut link = Link {
+                    fit: Fit::of(i),
+                    live: i.live.clone(),
+                    latency_us: f64::from(latency_us),
+                    penalty: if degraded {
+                        self.config.degraded_penalty
+                    } else {
+                        1.0
+                    },
+                    head: format!(
+                        "{label}latency {}{:.1}ms×(1+",
+                        if measured { "" } else { "~" },
+                        f64::from(latency_us) / 1000.0
+                    ),
+                    tail: if degraded {
+                        " active) degraded"
+                    } else {
+                        " active)"
+                    }
+                    .to_owned(),
+                    reasons: Vec::new(),
+                };
+                link.reasons = (0..PRECOMPUTED_REASONS)
+                    .map(|q| reason(&link.head, q, &link.tail))
+                    .collect();
+                link
+            })
+            .collect();
+        LatencyPlan {
+            links,
+            tie: 1.0 + self.config.tolerance_pct / 100.0,
+        }
     }
 
-    /// Feedback from the engine: keeps the in-flight ledger up to date.
-    pub fn observe(&self, outcome: &ConnOutcome) {
-        self.ledger.observe(outcome);
+    /// Orders the links of `plan` that fit `conn` by score, with the live in-flight counts.
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when no link of the plan fits `conn`.
+    pub fn pick_in(&self, plan: &LatencyPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        with_scratch(
+            plan.links.len(),
+            |cands: &mut [Candidate], keys: &mut [SortKey]| {
+                let mut n = 0;
+                let mut best = f64::INFINITY;
+                for (index, link) in plan.links.iter().enumerate() {
+                    if !link.fit.fits(conn) {
+                        continue;
+                    }
+                    let queued = link.live.active.load(Ordering::Relaxed);
+                    let score = link.latency_us * (1.0 + f64::from(queued)) * link.penalty;
+                    if score < best {
+                        best = score;
+                    }
+                    cands[n] = Candidate {
+                        score,
+                        queued,
+                        link: index as u32,
+                    };
+                    keys[n] = SortKey::new(0, n);
+                    n += 1;
+                }
+                // Ties first, by load then id; the rest by score then id. Scores are positive, so
+                // their bits order like them; the top bit puts them after every tie.
+                let tie_limit = best * plan.tie;
+                let keys = &mut keys[..n];
+                for (key, c) in keys.iter_mut().zip(&*cands) {
+                    let primary = if c.score <= tie_limit {
+                        SortKey::count(c.queued)
+                    } else {
+                        (1 << 63) | c.score.to_bits()
+                    };
+                    *key = SortKey::new(primary, key.position());
+                }
+                keys.sort_unstable();
+                let first = &cands[keys.first().ok_or(StrategyError::NoCandidate)?.position()];
+                let link = &plan.links[first.link as usize];
+                Ok(Choice {
+                    order: order_of(keys, |at| plan.links[cands[at].link as usize].fit.id),
+                    reason: match link.reasons.get(first.queued as usize) {
+                        Some(text) => RString::from(text.as_str()),
+                        None => RString::from(reason(&link.head, first.queued, &link.tail)),
+                    },
+                })
+            },
+        )
     }
 }
 
-impl Scorer for Latency {
-    fn pick_among(
-        &self,
-        usable: &[&InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        if usable.is_empty() {
-            return Err(StrategyError::NoCandidate);
-        }
-        let pending = self.ledger.start_pick(conn);
-        let neutral = neutral_latency_us(usable);
-        let mut scored: Vec<Scored<'_>> = usable
-            .iter()
-            .map(|&iface| {
-                let measured = iface.latency_ewma_us.is_some();
-                let latency_us = iface.latency_ewma_us.unwrap_or(neutral).max(1);
-                let queued = pending.in_flight(iface.id).max(iface.active_conns);
-                let penalty = if iface.state == LinkState::Degraded {
-                    self.config.degraded_penalty
-                } else {
-                    1.0
-                };
-                let score = f64::from(latency_us) * (1.0 + f64::from(queued)) * penalty;
-                Scored {
-                    iface,
-                    latency_us,
-                    measured,
-                    queued,
-                    score,
-                }
-            })
-            .collect();
+impl StrategyImpl for Latency {
+    type Plan = LatencyPlan;
 
-        let best = scored.iter().map(|s| s.score).fold(f64::INFINITY, f64::min);
-        let tie_limit = best * (1.0 + self.config.tolerance_pct / 100.0);
-        // Ties first, by load then id; the rest by score then id.
-        scored.sort_by(|a, b| {
-            let (a_tie, b_tie) = (a.score <= tie_limit, b.score <= tie_limit);
-            b_tie.cmp(&a_tie).then_with(|| {
-                if a_tie && b_tie {
-                    a.queued.cmp(&b.queued)
-                } else {
-                    a.score.total_cmp(&b.score)
-                }
-                .then(a.iface.id.cmp(&b.iface.id))
-            })
-        });
+    fn plan(&self, snapshot: &Snapshot) -> Result<LatencyPlan, StrategyError> {
+        Ok(self.plan_labeled(snapshot.interfaces.iter(), ""))
+    }
 
-        let first = &scored[0];
-        pending.record(first.iface.id);
-        let reason = format!(
-            "latency {}{:.1}ms×(1+{} active){}",
-            if first.measured { "" } else { "~" },
-            f64::from(first.latency_us) / 1000.0,
-            first.queued,
-            if first.iface.state == LinkState::Degraded {
-                " degraded"
-            } else {
-                ""
-            },
-        );
-        let order: Vec<u32> = scored.iter().map(|s| s.iface.id).collect();
-        Ok(Choice::new(order, reason))
+    fn pick(&self, plan: &LatencyPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        self.pick_in(plan, conn)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
 
-    use netmix_plugin_api::OutcomeStage;
+    use netmix_plugin_api::IpNetC;
     use netmix_plugin_api::abi_stable::std_types::RSome;
 
     use super::*;
 
     fn iface(id: u32, latency_ms: Option<u32>, active: u32) -> InterfaceSnapshot {
         let mut s = InterfaceSnapshot::new(id, &format!("eth{id}"));
+        s.addrs
+            .push(IpNetC::new(Ipv4Addr::new(198, 18, id as u8, 2), 24));
         s.latency_ewma_us = latency_ms.map(|ms| ms * 1000).into();
-        s.active_conns = active;
+        s.live.active.store(active, Ordering::Relaxed);
         s
     }
 
+    fn plan(l: &Latency, ifs: &[InterfaceSnapshot]) -> LatencyPlan {
+        l.plan(&Snapshot::of(ifs.to_vec())).unwrap()
+    }
+
     fn pick(l: &Latency, ifs: &[InterfaceSnapshot]) -> Choice {
-        l.pick(ifs, &ConnMeta::for_host("example.com", 443))
+        l.pick(&plan(l, ifs), &ConnMeta::for_host("example.com", 443))
             .unwrap()
     }
 
@@ -223,11 +300,18 @@ mod tests {
         c
     }
 
-    /// The first choice of `n` picks in a burst (distinct connections), counted per id.
+    /// The first choice of `n` picks in a burst (distinct connections), counted per id; each
+    /// pick is counted in flight on its first choice at once, as the engine counts a connection
+    /// from the start of its connect.
     fn burst(l: &Latency, ifs: &[InterfaceSnapshot], n: u16) -> Vec<u32> {
+        let plan = plan(l, ifs);
         let mut counts = vec![0; ifs.len()];
         for port in 0..n {
-            let first = l.pick(ifs, &conn(port)).unwrap().first().unwrap();
+            let first = l.pick(&plan, &conn(port)).unwrap().first().unwrap();
+            ifs[first as usize]
+                .live
+                .active
+                .fetch_add(1, Ordering::Relaxed);
             counts[first as usize] += 1;
         }
         counts
@@ -259,8 +343,7 @@ mod tests {
     }
 
     #[test]
-    fn a_burst_spreads_before_the_engine_counts_it() {
-        // The snapshot says nothing is active (the engine's counts lag): the ledger spreads.
+    fn a_burst_spreads_as_the_engine_counts_its_connects() {
         let l = Latency::default();
         let equal = [
             iface(0, Some(10), 0),
@@ -268,7 +351,6 @@ mod tests {
             iface(2, Some(10), 0),
         ];
         assert_eq!(burst(&l, &equal, 24), [8, 8, 8]);
-        assert_eq!(l.ledger().len(), 24);
 
         let l = Latency::default();
         let counts = burst(&l, &[iface(0, Some(5), 0), iface(1, Some(30), 0)], 24);
@@ -277,40 +359,30 @@ mod tests {
     }
 
     #[test]
-    fn the_larger_of_ledger_and_engine_count_is_used() {
+    fn the_live_count_is_read_at_pick_time() {
         let l = Latency::default();
-        // The engine already counts 4 on the fast link: 5 × 5 = 25 > 20.
-        let c = l
-            .pick(&[iface(1, Some(5), 4), iface(2, Some(20), 0)], &conn(1))
-            .unwrap();
+        let ifs = [iface(1, Some(5), 0), iface(2, Some(20), 0)];
+        let plan = plan(&l, &ifs);
+        assert_eq!(l.pick(&plan, &conn(1)).unwrap().first(), Some(1));
+        // Four connects start on the fast link after the rebuild: 5 × 5 = 25 > 20.
+        ifs[0].live.active.store(4, Ordering::Relaxed);
+        let c = l.pick(&plan, &conn(2)).unwrap();
         assert_eq!(c.first(), Some(2));
-        // One in flight on 2 by the ledger, none by the engine: 20 × 2 = 40 > 5 × 5.
-        let c = l
-            .pick(&[iface(1, Some(5), 4), iface(2, Some(20), 0)], &conn(2))
-            .unwrap();
+        assert_eq!(c.reason, "latency 20.0ms×(1+0 active)");
+        // One of them ends: 5 × 4 = 20 ties with 20 × 1, and the less loaded wins the tie.
+        ifs[0].live.active.store(3, Ordering::Relaxed);
+        let c = l.pick(&plan, &conn(3)).unwrap();
+        assert_eq!(c.first(), Some(2));
+        ifs[0].live.active.store(2, Ordering::Relaxed);
+        let c = l.pick(&plan, &conn(4)).unwrap();
         assert_eq!(c.first(), Some(1));
-        assert_eq!(c.reason, "latency 5.0ms×(1+4 active)");
-    }
-
-    #[test]
-    fn observe_releases_and_moves() {
-        let l = Latency::default();
-        let ifs = [iface(0, Some(10), 0), iface(1, Some(10), 0)];
-        let report = |port, interface, stage| ConnOutcome::new(interface, conn(port), stage);
-        assert_eq!(l.pick(&ifs, &conn(1)).unwrap().first(), Some(0));
-        // Failover took it to 1 instead.
-        l.observe(&report(1, 1, OutcomeStage::Connected));
-        assert_eq!((l.ledger().in_flight(0), l.ledger().in_flight(1)), (0, 1));
-        assert_eq!(l.pick(&ifs, &conn(2)).unwrap().first(), Some(0));
-        l.observe(&report(2, 0, OutcomeStage::ConnectFailed));
-        l.observe(&report(1, 1, OutcomeStage::Closed));
-        assert!(l.ledger().is_empty());
+        assert_eq!(c.reason, "latency 5.0ms×(1+2 active)");
     }
 
     #[test]
     fn tolerance_breaks_ties_by_load_then_id() {
         let l = Latency::default();
-        // 10.0 vs 10.5 ms: within 10%, the less loaded wins even though it is slower.
+        // 10.0 vs 9.6 ms: within 10%, the lower id wins even though it is slower.
         let mut a = iface(1, Some(10), 0);
         a.latency_ewma_us = RSome(10_000);
         let mut b = iface(2, Some(10), 0);
@@ -351,10 +423,27 @@ mod tests {
             pick(&Latency::default(), &[fast.clone(), iface(2, Some(8), 0)]).first(),
             Some(2)
         );
-        assert_eq!(
-            pick(&Latency::default(), &[fast, iface(2, Some(12), 0)]).first(),
-            Some(1)
-        );
+        let c = pick(&Latency::default(), &[fast, iface(2, Some(12), 0)]);
+        assert_eq!(c.first(), Some(1));
+        assert_eq!(c.reason, "latency 5.0ms×(1+0 active) degraded");
+    }
+
+    #[test]
+    fn reasons_past_the_precomputed_counts() {
+        let l = Latency::default();
+        for active in [PRECOMPUTED_REASONS - 1, PRECOMPUTED_REASONS, 1000] {
+            let c = pick(&l, &[iface(1, Some(7), active)]);
+            assert_eq!(c.reason, format!("latency 7.0ms×(1+{active} active)"));
+        }
+    }
+
+    #[test]
+    fn labels_prefix_every_reason() {
+        let l = Latency::default();
+        let ifs = [iface(1, Some(7), 0)];
+        let plan = l.plan_labeled(&ifs, "base latency: ");
+        let c = l.pick_in(&plan, &conn(1)).unwrap();
+        assert_eq!(c.reason, "base latency: latency 7.0ms×(1+0 active)");
     }
 
     #[test]
@@ -379,10 +468,16 @@ mod tests {
         let l = Latency::default();
         let mut conn = ConnMeta::for_host("h", 1);
         conn.tried.push(1);
+        let plan = plan(&l, &[iface(1, Some(1), 0)]);
         assert_eq!(
-            l.pick(&[iface(1, Some(1), 0)], &conn).unwrap_err(),
+            l.pick(&plan, &conn).unwrap_err(),
             StrategyError::NoCandidate
         );
-        assert!(l.ledger().is_empty());
+        let v6 = ConnMeta::for_addr("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap(), 80);
+        assert_eq!(
+            l.pick(&plan, &v6).unwrap_err(),
+            StrategyError::NoCandidate,
+            "no IPv6 source"
+        );
     }
 }

@@ -2,18 +2,19 @@
 //!
 //! The engine's router loads this crate's `cdylib` (`libnetmix_strategy_latency.so`) through
 //! `netmix-plugin-api`. For each connection it scores every usable interface (state not `Down`,
-//! not already tried) and orders them by score, lowest first:
+//! not already tried, with a source address of the destination's family) and orders them by
+//! score, lowest first:
 //!
 //! ```text
 //! score = latency EWMA × (1 + connections in flight) × (degraded_penalty if Degraded)
 //! ```
 //!
-//! "In flight" counts the strategy's own picks not yet reported closed (the engine's
-//! `active_conns` reaches the snapshot too late for a burst), or the engine's count when that is
-//! larger. Scores within `tolerance_pct` of the best are a tie, broken by fewest in flight, then
-//! lowest id. The scoring and the ledger live in `netmix-strategy-kit`
+//! "In flight" is the engine's live count, which includes connects that have only just started,
+//! so a burst spreads. Scores within `tolerance_pct` of the best are a tie, broken by fewest in
+//! flight, then lowest id. The scoring lives in `netmix-strategy-kit`
 //! ([`netmix_strategy_kit::latency`]), shared with the `zerotier` plugin's base strategy; this
-//! crate parses the options and exports the plugin.
+//! crate parses the options and exports the plugin. `rebuild` prepares each link's latency,
+//! penalty and reason text; `pick` combines them with the live counts.
 //!
 //! Options (TOML): `tolerance_pct` (default 10), `degraded_penalty` (default 2.0, at least 1).
 //!
@@ -22,11 +23,8 @@
 
 #![allow(non_local_definitions)]
 
-use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError, StrategyImpl, parse_options,
-};
-use netmix_strategy_kit::Scorer;
-use netmix_strategy_kit::latency::Latency as LatencyScoring;
+use netmix_plugin_api::{Choice, ConnMeta, Snapshot, StrategyError, StrategyImpl, parse_options};
+use netmix_strategy_kit::latency::{Latency as LatencyScoring, LatencyPlan};
 
 pub use netmix_strategy_kit::latency::{
     DEFAULT_DEGRADED_PENALTY, DEFAULT_TOLERANCE_PCT, DEFAULT_UNKNOWN_LATENCY_US, LatencyConfig,
@@ -47,20 +45,22 @@ impl Latency {
         config.validate()?;
         Ok(Self(LatencyScoring::new(config)))
     }
+
+    /// The options.
+    pub fn config(&self) -> &LatencyConfig {
+        self.0.config()
+    }
 }
 
 impl StrategyImpl for Latency {
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        self.0.pick(interfaces, conn)
+    type Plan = LatencyPlan;
+
+    fn plan(&self, snapshot: &Snapshot) -> Result<LatencyPlan, StrategyError> {
+        self.0.plan(snapshot)
     }
 
-    fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
-        self.0.observe(outcome);
-        Ok(())
+    fn pick(&self, plan: &LatencyPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        self.0.pick(plan, conn)
     }
 }
 
@@ -72,9 +72,9 @@ netmix_plugin_api::export_strategy! {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
 
-    use netmix_plugin_api::OutcomeStage;
+    use netmix_plugin_api::{InterfaceSnapshot, abi_stable::std_types::RSome, guard::Guarded};
 
     use super::*;
 
@@ -85,23 +85,27 @@ mod tests {
         assert!(Latency::from_options("tolerance = 5").is_err());
         assert!(Latency::from_options("").is_ok());
         let l = Latency::from_options("tolerance_pct = 25.0\ndegraded_penalty = 3.0").unwrap();
-        assert_eq!(l.0.config().tolerance_pct, 25.0);
-        assert_eq!(l.0.config().degraded_penalty, 3.0);
+        assert_eq!(l.config().tolerance_pct, 25.0);
+        assert_eq!(l.config().degraded_penalty, 3.0);
     }
 
     #[test]
-    fn picks_and_observations_reach_the_ledger() {
-        let l = Latency::default();
+    fn picks_read_the_live_counts_through_the_abi_surface() {
+        let s = Guarded::boxed("latency", Latency::default());
         let ifs = [
             InterfaceSnapshot::new(0, "eth0"),
             InterfaceSnapshot::new(1, "eth1"),
         ];
-        let mut conn = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
-        conn.client_port = 1;
-        let first = l.pick(&ifs, &conn).unwrap().first().unwrap();
-        assert_eq!(l.0.ledger().in_flight(first), 1);
-        let outcome = ConnOutcome::new(first, conn, OutcomeStage::Closed);
-        l.observe(&outcome).unwrap();
-        assert!(l.0.ledger().is_empty());
+        let mut with_latency = ifs.clone();
+        with_latency[0].latency_ewma_us = RSome(5_000);
+        with_latency[1].latency_ewma_us = RSome(12_000);
+        s.rebuild(&Snapshot::of(with_latency.to_vec())).unwrap();
+        let conn = ConnMeta::for_host("example.com", 443);
+        let c = s.pick(&conn).unwrap();
+        assert_eq!(c.order.as_slice(), &[0, 1]);
+        assert_eq!(c.reason, "latency 5.0ms×(1+0 active)");
+        // Two connects start on eth0 (the clones share the live counters): 5 × 3 > 12.
+        ifs[0].live.active.store(2, Ordering::Relaxed);
+        assert_eq!(s.pick(&conn).unwrap().first(), Some(1));
     }
 }

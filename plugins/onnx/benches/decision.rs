@@ -15,8 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{RSlice, RSome};
-use netmix_plugin_api::{ConnMeta, InterfaceSnapshot, host::load_plugin};
+use abi_stable::std_types::{RSome, RStr};
+use netmix_plugin_api::{
+    ConnMeta, HostMod, HostMod_Ref, InterfaceSnapshot, LogLevel, Snapshot, host::load_plugin,
+};
 use netmix_strategy_onnx::features::N_FEATURES;
 use netmix_strategy_onnx::model::{Model, ModelSource, find_library};
 
@@ -42,6 +44,14 @@ fn plugin_file() -> PathBuf {
     debug
 }
 
+/// The engine's services, for the bench: the plugin's log lines go to stderr.
+fn host() -> HostMod_Ref {
+    extern "C" fn log(plugin: RStr<'_>, level: LogLevel, message: RStr<'_>) {
+        eprintln!("{level} [{plugin}] {message}");
+    }
+    HostMod { log }.leak_into_prefix()
+}
+
 fn main() {
     let lib = find_library(None).unwrap_or_else(|e| panic!("{e}"));
     let interfaces: Vec<InterfaceSnapshot> = (0..8u32)
@@ -51,17 +61,18 @@ fn main() {
             s.jitter_us = 300 + 50 * i;
             s.successes = 100;
             s.failures = u64::from(i % 3);
-            s.active_conns = (i * 7) % 5;
+            s.live
+                .active
+                .store((i * 7) % 5, std::sync::atomic::Ordering::Relaxed);
             s.throughput_down_bps = u64::from(i) * 1_000_000;
-            s.ext
-                .set("peak_down_bps", (4_000_000 * (i + 1)).to_string());
+            s.capacity_down_bps = 4_000_000 * u64::from(i + 1);
             s
         })
         .collect();
     let conn = ConnMeta::for_host("files.lab", 80);
     let path = plugin_file();
     let plugin = load_plugin(&path).unwrap_or_else(|e| panic!("{e}"));
-    let slice = RSlice::from_slice(&interfaces);
+    let snapshot = Snapshot::of(interfaces);
 
     for (label, options) in [
         (
@@ -77,12 +88,13 @@ fn main() {
         ),
     ] {
         let strategy = plugin
-            .instantiate(&options)
+            .instantiate(&options, host())
             .unwrap_or_else(|e| panic!("{e}"));
+        strategy.rebuild(&snapshot).unwrap();
         // The model loads in the background: wait until picks come from it.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let c = strategy.pick(slice, &conn).unwrap();
+            let c = strategy.pick(&conn).unwrap();
             if !c.reason.starts_with("latency fallback") {
                 break;
             }
@@ -94,11 +106,11 @@ fn main() {
             std::thread::sleep(Duration::from_millis(10));
         }
         for _ in 0..5_000 {
-            black_box(strategy.pick(slice, &conn)).unwrap();
+            black_box(strategy.pick(&conn)).unwrap();
         }
         let start = Instant::now();
         for _ in 0..PICKS {
-            black_box(strategy.pick(black_box(slice), black_box(&conn))).unwrap();
+            black_box(strategy.pick(black_box(&conn))).unwrap();
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(PICKS);
         println!(

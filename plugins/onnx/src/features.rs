@@ -84,15 +84,6 @@ pub fn dest_key(conn: &ConnMeta) -> String {
     format!("{}:{}", conn.host_or_addr().to_ascii_lowercase(), conn.port)
 }
 
-/// The engine's `peak_down_bps` extension field (0 when absent).
-pub fn peak_down_bps(iface: &InterfaceSnapshot) -> f64 {
-    iface
-        .ext
-        .get("peak_down_bps")
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
 impl FeatureState {
     /// The expected bytes down of a new connection to `conn`'s destination.
     pub fn expected_bytes(&self, conn: &ConnMeta) -> f64 {
@@ -174,7 +165,7 @@ impl FeatureState {
                 jitter_ms: f64::from(iface.jitter_us) / 1000.0,
                 successes: iface.successes,
                 failures: iface.failures,
-                active: iface.active_conns,
+                active: iface.active_conns(),
                 down_bps: iface.throughput_down_bps as f64,
                 capacity_bps: cap,
                 capacity_known: known,
@@ -187,13 +178,13 @@ impl FeatureState {
 }
 
 /// The capacity estimate of a link, bit/s, and whether it was measured: the plugin's own
-/// measurement of big transfers (`observed`), or the engine's `peak_down_bps` once a big
+/// measurement of big transfers (`observed`), or the engine's `capacity_down_bps` once a big
 /// transfer was seen, whichever is larger; [`OPTIMISTIC_CAPACITY_BPS`] before any.
 ///
 /// The engine's smoothed `throughput_down_bps` is not used for this: it is 0 on an idle link.
 pub fn capacity_bps(observed: Option<f64>, iface: &InterfaceSnapshot) -> (f64, bool) {
     match observed {
-        Some(rate) if rate > 0.0 => (rate.max(peak_down_bps(iface)), true),
+        Some(rate) if rate > 0.0 => (rate.max(iface.capacity_down_bps as f64), true),
         _ => (OPTIMISTIC_CAPACITY_BPS, false),
     }
 }
@@ -311,7 +302,7 @@ mod tests {
         );
         let mut iface = InterfaceSnapshot::new(1, "wan0");
         assert_eq!(s.capacity(&iface), (4e6, true));
-        iface.ext.set("peak_down_bps", "5000000");
+        iface.capacity_down_bps = 5_000_000;
         assert_eq!(s.capacity(&iface), (5e6, true));
         let other = InterfaceSnapshot::new(2, "wan1");
         assert_eq!(s.capacity(&other), (OPTIMISTIC_CAPACITY_BPS, false));

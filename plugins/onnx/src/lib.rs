@@ -8,7 +8,7 @@
 //! # How a decision is made
 //!
 //! ```text
-//! pick(snapshot, conn) ── features::FeatureState::rows ──▶ [N candidates × 11 features]
+//! pick(plan, conn) ── features::FeatureState::rows ──▶ [N candidates × 11 features]
 //!        │                                                        │ ort Session::run (µs)
 //!        │                                  predicted completion ms per candidate
 //!        ▼                                                        ▼
@@ -19,7 +19,7 @@
 //!
 //! - **Features** ([`features`]): latency EWMA, jitter, success rate, active connections,
 //!   current throughput, estimated capacity (the plugin's own bytes/duration of big
-//!   transfers, or the engine's `peak_down_bps` ext field, optimistic until measured), the
+//!   transfers, or the engine's `capacity_down_bps`, optimistic until measured), the
 //!   connection's expected size (EWMA of earlier `bytes_down` to the same `host:port` — the
 //!   size itself is unknown at decision time), bytes in flight on the link, and the derived
 //!   transfer and queue times.
@@ -38,9 +38,9 @@
 //!   `explore_budget_ms` above the best. Either way the model never starves a link of fresh
 //!   measurements.
 //! - **Fallback**: when the library or the model is missing or broken, the plugin says so
-//!   once on stderr (one line, `netmix-strategy-onnx: …`) and orders by latency EWMA ×
-//!   (1 + active connections), like the `latency` plugin; the reason string says
-//!   `latency fallback`. It never returns an error for that.
+//!   once in the engine's log (one line, attributed to the `onnx` plugin) and orders by
+//!   latency EWMA × (1 + active connections), like the `latency` plugin; the reason string
+//!   says `latency fallback`. It never returns an error for that.
 //!
 //! # Cost and threading
 //!
@@ -83,8 +83,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, StrategyError, StrategyImpl,
-    candidates, parse_options,
+    Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, LinkState, Snapshot, StrategyError,
+    StrategyImpl, log, parse_options,
 };
 
 use crate::features::{FeatureState, N_FEATURES, formula_ms};
@@ -200,11 +200,6 @@ impl std::fmt::Debug for Onnx {
     }
 }
 
-/// Prints one line on stderr (the engine's log), prefixed with the plugin's name.
-fn say(level: &str, msg: &str) {
-    eprintln!("{level} netmix-strategy-onnx: {msg}");
-}
-
 /// Loads the library and the model (on the loader thread) and says how it went, once.
 fn load(config: &OnnxConfig) -> Result<Model, String> {
     let source = config
@@ -215,21 +210,17 @@ fn load(config: &OnnxConfig) -> Result<Model, String> {
         .and_then(|lib| Model::load(&lib, &source, config.sessions).map(|m| (m, lib)));
     match result {
         Ok((m, lib)) => {
-            say(
-                "INFO",
-                &format!(
-                    "ONNX model ready: {} with ONNX Runtime {}",
-                    m.source,
-                    lib.display()
-                ),
-            );
+            log::info(format_args!(
+                "ONNX model ready: {} with ONNX Runtime {}",
+                m.source,
+                lib.display()
+            ));
             Ok(m)
         }
         Err(e) => {
-            say(
-                "WARN",
-                &format!("ONNX model unavailable, falling back to latency scoring: {e}"),
-            );
+            log::warn(format_args!(
+                "ONNX model unavailable, falling back to latency scoring: {e}"
+            ));
             Err(e)
         }
     }
@@ -261,10 +252,9 @@ impl Onnx {
                 });
             if let Err(e) = spawned {
                 let msg = format!("cannot start the model loader thread: {e}");
-                say(
-                    "WARN",
-                    &format!("ONNX model unavailable, falling back to latency scoring: {msg}"),
-                );
+                log::warn(format_args!(
+                    "ONNX model unavailable, falling back to latency scoring: {msg}"
+                ));
                 let _ = model.set(Err(msg));
             }
         }
@@ -339,12 +329,9 @@ impl Onnx {
                 }
                 Err(e) => {
                     if !self.predict_error_reported.swap(true, Ordering::Relaxed) {
-                        say(
-                            "WARN",
-                            &format!(
-                                "ONNX inference failed, using latency scoring for such picks (reported once): {e}"
-                            ),
-                        );
+                        log::warn(format_args!(
+                            "ONNX inference failed, using latency scoring for such picks (reported once): {e}"
+                        ));
                     }
                 }
             }
@@ -398,13 +385,31 @@ impl Onnx {
     }
 }
 
+/// What [`Onnx`] keeps from a snapshot: its usable interfaces. The features of a pick depend on
+/// the connection (its expected size) and on what `observe` learned since, so they are
+/// computed per pick, for the candidates only.
+#[derive(Debug, Default)]
+pub struct OnnxPlan {
+    interfaces: Vec<InterfaceSnapshot>,
+}
+
 impl StrategyImpl for Onnx {
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        let usable: Vec<&InterfaceSnapshot> = candidates(interfaces, conn).collect();
+    type Plan = OnnxPlan;
+
+    fn plan(&self, snapshot: &Snapshot) -> Result<OnnxPlan, StrategyError> {
+        Ok(OnnxPlan {
+            interfaces: snapshot
+                .interfaces
+                .iter()
+                .filter(|i| i.is_usable())
+                .cloned()
+                .collect(),
+        })
+    }
+
+    fn pick(&self, plan: &OnnxPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        let usable: Vec<&InterfaceSnapshot> =
+            plan.interfaces.iter().filter(|i| conn.fits(i)).collect();
         if usable.is_empty() {
             return Err(StrategyError::NoCandidate);
         }
@@ -437,10 +442,11 @@ impl StrategyImpl for Onnx {
 
         let (first_score, first) = order[0];
         let unit = if scorer == "latency fallback" {
+            // Latency and in-flight count as the scores saw them (the count is live).
             format!(
                 "{:.1}ms×(1+{} active)",
                 rows[first * N_FEATURES],
-                usable[first].active_conns
+                rows[first * N_FEATURES + 3] as u32
             )
         } else {
             format!("~{first_score:.0}ms")

@@ -17,9 +17,9 @@ fn iface(id: u32, latency_ms: u32) -> InterfaceSnapshot {
 /// The lab's evaluation pair: 1 = 5 ms narrow, 2 = 40 ms wide.
 fn lab_pair() -> Vec<InterfaceSnapshot> {
     let mut narrow = iface(1, 5);
-    narrow.ext.set("peak_down_bps", "4000000");
+    narrow.capacity_down_bps = 4_000_000;
     let mut wide = iface(2, 40);
-    wide.ext.set("peak_down_bps", "48000000");
+    wide.capacity_down_bps = 48_000_000;
     vec![narrow, wide]
 }
 
@@ -50,6 +50,11 @@ fn teach(s: &Onnx) {
     }
 }
 
+/// Plans for `ifs` and picks for `conn`, as the engine's rebuild then pick do.
+fn pick(s: &Onnx, ifs: &[InterfaceSnapshot], conn: &ConnMeta) -> Result<Choice, StrategyError> {
+    s.pick(&s.plan(&Snapshot::of(ifs.to_vec()))?, conn)
+}
+
 fn no_explore(extra: &str) -> Onnx {
     Onnx::from_options(&format!("epsilon = 0.0\nexplore_after_secs = 0\n{extra}")).unwrap()
 }
@@ -68,14 +73,14 @@ fn shipped_model_runs_in_onnxruntime_and_picks_by_completion_time() {
         .unwrap_or_else(|e| panic!("{e}"));
     teach(&s);
     let ifs = lab_pair();
-    let big = s.pick(&ifs, &ConnMeta::for_host("files.lab", 80)).unwrap();
+    let big = pick(&s, &ifs, &ConnMeta::for_host("files.lab", 80)).unwrap();
     assert_eq!(
         big.first(),
         Some(2),
         "a 2 MB download goes to the wide link: {big:?}"
     );
     assert!(big.reason.starts_with("onnx wan2 ~"), "{}", big.reason);
-    let small = s.pick(&ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
+    let small = pick(&s, &ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
     assert_eq!(
         small.first(),
         Some(1),
@@ -113,9 +118,7 @@ fn missing_library_or_model_falls_back_to_latency() {
         "{err}"
     );
     teach(&s);
-    let c = s
-        .pick(&lab_pair(), &ConnMeta::for_host("files.lab", 80))
-        .unwrap();
+    let c = pick(&s, &lab_pair(), &ConnMeta::for_host("files.lab", 80)).unwrap();
     assert_eq!(c.first(), Some(1), "latency fallback: the 5 ms link");
     assert_eq!(c.reason, "latency fallback wan1 5.0ms×(1+0 active)");
 
@@ -129,9 +132,7 @@ fn missing_library_or_model_falls_back_to_latency() {
         err.starts_with("cannot read model /nonexistent/model.onnx"),
         "{err}"
     );
-    let c = s
-        .pick(&lab_pair(), &ConnMeta::for_host("api.lab", 80))
-        .unwrap();
+    let c = pick(&s, &lab_pair(), &ConnMeta::for_host("api.lab", 80)).unwrap();
     assert!(c.reason.starts_with("latency fallback"), "{}", c.reason);
 }
 
@@ -170,10 +171,10 @@ fn formula_mode_needs_no_model() {
     s.wait_ready(Duration::ZERO).unwrap();
     teach(&s);
     let ifs = lab_pair();
-    let big = s.pick(&ifs, &ConnMeta::for_host("files.lab", 80)).unwrap();
+    let big = pick(&s, &ifs, &ConnMeta::for_host("files.lab", 80)).unwrap();
     assert_eq!(big.first(), Some(2), "{big:?}");
     assert!(big.reason.starts_with("formula wan2 ~"), "{}", big.reason);
-    let small = s.pick(&ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
+    let small = pick(&s, &ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
     assert_eq!(small.first(), Some(1), "{small:?}");
 }
 
@@ -188,7 +189,7 @@ fn exploration_samples_other_links() {
     let ifs = lab_pair();
     let mut firsts = [0; 3];
     for _ in 0..200 {
-        let c = s.pick(&ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
+        let c = pick(&s, &ifs, &ConnMeta::for_host("api.lab", 80)).unwrap();
         firsts[c.first().unwrap() as usize] += 1;
     }
     assert!(firsts[1] > 50 && firsts[2] > 50, "{firsts:?}");
@@ -200,26 +201,26 @@ fn exploration_samples_other_links() {
     .unwrap();
     teach(&s);
     let small = ConnMeta::for_host("api.lab", 80);
-    assert_eq!(s.pick(&ifs, &small).unwrap().first(), Some(1));
+    assert_eq!(pick(&s, &ifs, &small).unwrap().first(), Some(1));
     {
         let mut last = s.last_picked.lock().unwrap();
         last.insert(2, Instant::now() - Duration::from_secs(5));
     }
-    let c = s.pick(&ifs, &small).unwrap();
+    let c = pick(&s, &ifs, &small).unwrap();
     assert_eq!(c.first(), Some(2), "{c:?}");
     assert!(
         c.reason.contains("explore (not picked for 5s)"),
         "{}",
         c.reason
     );
-    assert_eq!(s.pick(&ifs, &small).unwrap().first(), Some(1));
+    assert_eq!(pick(&s, &ifs, &small).unwrap().first(), Some(1));
     // Not when it would cost more than the budget (a big download on the narrow link).
     let files = ConnMeta::for_host("files.lab", 80);
     s.last_picked
         .lock()
         .unwrap()
         .insert(1, Instant::now() - Duration::from_secs(5));
-    assert_eq!(s.pick(&ifs, &files).unwrap().first(), Some(2));
+    assert_eq!(pick(&s, &ifs, &files).unwrap().first(), Some(2));
 }
 
 #[test]
@@ -232,13 +233,11 @@ fn options_and_edge_cases() {
     let mut conn = ConnMeta::for_host("h", 1);
     conn.tried.push(1);
     assert_eq!(
-        s.pick(&[iface(1, 5)], &conn).unwrap_err(),
+        pick(&s, &[iface(1, 5)], &conn).unwrap_err(),
         StrategyError::NoCandidate
     );
     let mut down = iface(2, 1);
     down.state = LinkState::Down;
-    let c = s
-        .pick(&[iface(1, 30), down], &ConnMeta::for_host("h", 1))
-        .unwrap();
+    let c = pick(&s, &[iface(1, 30), down], &ConnMeta::for_host("h", 1)).unwrap();
     assert_eq!(c.order.as_slice(), &[1]);
 }

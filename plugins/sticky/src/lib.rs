@@ -10,13 +10,18 @@
 //! different interfaces, such a service sees the address change and logs the user out.
 //!
 //! How it works:
+//! - A strategy has two halves ([`StrategyImpl`]): `plan`, called when the interfaces change,
+//!   prepares whatever does not depend on the connection (here: the usable interfaces, sorted
+//!   by latency); `pick`, called for every new connection from many threads, must be quick.
 //! - The first connection to a destination (host name if the client gave one, else the address)
-//!   goes out through the least-loaded usable interface, and we remember that choice.
-//! - Later connections to the same destination reuse it, as long as it is still usable (not
-//!   `Down`, not already tried for this connection) and the destination was used within the last
-//!   `ttl_secs` seconds (sliding: every use extends it). Otherwise we choose anew.
-//! - The remembered choices live in a `Mutex<HashMap>`. Expired entries are swept now and then,
-//!   so the map does not grow forever.
+//!   goes out through the least-loaded interface (fewest connections in flight right now, then
+//!   lowest latency), and we remember that choice.
+//! - Later connections to the same destination reuse it, as long as it can still carry them (in
+//!   the snapshot, not already tried for this connection, with an address of the destination's
+//!   family) and the destination was used within the last `ttl_secs` seconds (sliding: every use
+//!   extends it). Otherwise we choose anew.
+//! - The remembered choices live in `netmix_plugin_api::sticky::SiteTable`, the same table the
+//!   engine's `sticky_ttl_secs` uses (expired entries are swept as it grows).
 //!
 //! Options (TOML): `ttl_secs` (default 300).
 //!
@@ -26,24 +31,17 @@
 // abi_stable's macros generate impls inside functions; this silences the harmless warning.
 #![allow(non_local_definitions)]
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use netmix_plugin_api::{
-    Choice, ConnMeta, InterfaceSnapshot, StrategyError, StrategyImpl, candidates, order_by_key,
-    parse_options,
+    Choice, ConnMeta, InterfaceSnapshot, Snapshot, StrategyError, StrategyImpl, parse_options,
+    sticky::{SiteTable, site_key},
 };
 
 /// How long a destination stays bound to its interface after its last use, by default.
 pub const DEFAULT_TTL_SECS: u64 = 300;
 
-/// Sweep expired entries every this many picks.
-const SWEEP_EVERY_PICKS: u64 = 256;
-
-/// The options users can set in the config, e.g. `[strategy.sticky] ttl_secs = 600`.
+/// The options users can set in the config, e.g. `[strategies.sticky] ttl_secs = 600`.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StickyConfig {
@@ -59,34 +57,25 @@ impl Default for StickyConfig {
     }
 }
 
-/// What we remember about one destination.
-#[derive(Debug, Clone, Copy)]
-struct Binding {
-    /// The interface it is bound to.
-    interface: u32,
-    /// When the binding was made (shown in the reason).
-    since: Instant,
-    /// When it was last used (the TTL counts from here).
-    last_used: Instant,
-}
-
-/// Everything behind the mutex.
-#[derive(Debug, Default)]
-struct State {
-    bindings: HashMap<String, Binding>,
-    picks: u64,
-}
-
-/// The sticky strategy. The engine calls `pick` from many threads, so the state is behind a
-/// mutex; the critical section is a hash-map lookup.
+/// The sticky strategy. The engine calls `pick` from many threads, so the bindings are in a
+/// [`SiteTable`] (a mutex around a hash map; each call holds it for one lookup).
 #[derive(Debug)]
 pub struct Sticky {
-    ttl: Duration,
-    state: Mutex<State>,
+    sites: SiteTable,
+}
+
+/// What `plan` prepares: the usable interfaces, lowest latency first (then lowest id), so
+/// that `pick` only has to sort them by their live load.
+#[derive(Debug, Default)]
+pub struct Plan {
+    by_latency: Vec<InterfaceSnapshot>,
 }
 
 impl Sticky {
     /// Builds the strategy from its options, given as TOML text (empty = all defaults).
+    ///
+    /// # Errors
+    /// [`StrategyError::InvalidConfig`] on unknown keys or `ttl_secs = 0`.
     pub fn from_options(options_toml: &str) -> Result<Self, StrategyError> {
         let config: StickyConfig = parse_options(options_toml)?;
         if config.ttl_secs == 0 {
@@ -100,79 +89,70 @@ impl Sticky {
     /// A sticky strategy that forgets a destination `ttl` after its last use.
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            state: Mutex::new(State::default()),
+            sites: SiteTable::new(ttl),
         }
     }
 
     /// `pick` with an explicit clock, so tests can move time forward.
-    fn pick_at(
-        &self,
-        now: Instant,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        // Candidates, least loaded first (fewest active connections, then lowest latency);
-        // interfaces that are Down or already tried are left out by the helper.
-        let mut order = order_by_key(interfaces, conn, |i| {
-            (i.active_conns, i.latency_ewma_us.unwrap_or(u32::MAX), i.id)
-        });
-        if order.is_empty() {
+    fn pick_at(&self, now: Instant, plan: &Plan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        // The interfaces that can carry this connection, least loaded first. `active_conns()`
+        // is live (the engine counts every connect it starts), so this sort happens here and
+        // not in `plan`; the stable sort keeps the plan's latency order among equals.
+        let mut candidates: Vec<&InterfaceSnapshot> =
+            plan.by_latency.iter().filter(|i| conn.fits(i)).collect();
+        candidates.sort_by_key(|i| i.active_conns());
+        let mut order: Vec<u32> = candidates.iter().map(|i| i.id).collect();
+        let Some(&least_loaded) = candidates.first() else {
             return Err(StrategyError::NoCandidate);
-        }
-        let name_of = |id: u32| {
-            candidates(interfaces, conn)
-                .find(|i| i.id == id)
-                .map_or_else(|| id.to_string(), |i| i.name.to_string())
         };
-        let destination = conn.host_or_addr();
+        let site = site_key(conn);
 
-        // A panic elsewhere may have poisoned the mutex; the map is still fine to use.
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.picks += 1;
-        if state.picks.is_multiple_of(SWEEP_EVERY_PICKS) {
-            let ttl = self.ttl;
-            state
-                .bindings
-                .retain(|_, b| now.saturating_duration_since(b.last_used) < ttl);
-        }
-
-        // Still bound, and the interface still usable for this connection? Reuse it.
-        if let Some(binding) = state.bindings.get_mut(&destination) {
-            let fresh = now.saturating_duration_since(binding.last_used) < self.ttl;
-            if fresh && let Some(pos) = order.iter().position(|&id| id == binding.interface) {
-                binding.last_used = now;
-                // The bound interface goes first; the others stay as fallbacks.
-                let id = order.remove(pos);
-                order.insert(0, id);
-                let age = now.saturating_duration_since(binding.since).as_secs();
-                let reason = format!("sticky: {destination} → {} (since {age}s)", name_of(id));
-                return Ok(Choice::new(order, reason));
-            }
+        // Still bound, and the interface still a candidate? Reuse it (and extend the binding).
+        if let Some(binding) = self.sites.get(&site, now)
+            && let Some(pos) = order.iter().position(|&id| id == binding.interface)
+        {
+            self.sites.bind(&site, binding.interface, now);
+            // The bound interface goes first; the others stay as fallbacks.
+            let id = order.remove(pos);
+            order.insert(0, id);
+            let age = now.saturating_duration_since(binding.since).as_secs();
+            let reason = format!(
+                "sticky: {} → {} (since {age}s)",
+                conn.host_or_addr(),
+                candidates[pos].name
+            );
+            return Ok(Choice::new(order, reason));
         }
 
         // New destination (or its interface went away): take the least-loaded one.
-        let chosen = order[0];
-        state.bindings.insert(
-            destination.clone(),
-            Binding {
-                interface: chosen,
-                since: now,
-                last_used: now,
-            },
+        self.sites.bind(&site, least_loaded.id, now);
+        let reason = format!(
+            "new: {} → {} (least loaded)",
+            conn.host_or_addr(),
+            least_loaded.name
         );
-        let reason = format!("new: {destination} → {} (least loaded)", name_of(chosen));
         Ok(Choice::new(order, reason))
     }
 }
 
 impl StrategyImpl for Sticky {
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        self.pick_at(Instant::now(), interfaces, conn)
+    type Plan = Plan;
+
+    // Called when the interfaces change (not for every connection): the slow part goes here.
+    fn plan(&self, snapshot: &Snapshot) -> Result<Plan, StrategyError> {
+        let mut by_latency: Vec<InterfaceSnapshot> = snapshot
+            .interfaces
+            .iter()
+            .filter(|i| i.is_usable())
+            .cloned()
+            .collect();
+        by_latency.sort_by_key(|i| (i.latency_ewma_us.unwrap_or(u32::MAX), i.id));
+        Ok(Plan { by_latency })
+    }
+
+    // Called for every new connection, from many threads at once: keep it quick.
+    fn pick(&self, plan: &Plan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        self.pick_at(Instant::now(), plan, conn)
     }
 }
 
@@ -186,38 +166,45 @@ netmix_plugin_api::export_strategy! {
 
 #[cfg(test)]
 mod tests {
-    use netmix_plugin_api::LinkState;
+    use std::sync::atomic::Ordering;
+
+    use netmix_plugin_api::{LinkState, sticky::SWEEP_AT};
 
     use super::*;
 
     fn ifaces() -> Vec<InterfaceSnapshot> {
         (1..=3)
             .map(|id| {
-                let mut s = InterfaceSnapshot::new(id, &format!("wan{id}"));
-                s.active_conns = 10 - id; // wan3 is the least loaded
+                let s = InterfaceSnapshot::new(id, &format!("wan{id}"));
+                s.live.active.store(10 - id, Ordering::Relaxed); // wan3 is the least loaded
                 s
             })
             .collect()
     }
 
+    fn plan(s: &Sticky, ifs: &[InterfaceSnapshot]) -> Plan {
+        s.plan(&Snapshot::of(ifs.to_vec())).unwrap()
+    }
+
     #[test]
     fn new_destination_goes_to_least_loaded_then_sticks() {
         let s = Sticky::from_options("").unwrap();
-        let mut ifs = ifaces();
+        let ifs = ifaces();
+        let p = plan(&s, &ifs);
         let conn = ConnMeta::for_host("bank.example", 443);
         let t0 = Instant::now();
-        let c = s.pick_at(t0, &ifs, &conn).unwrap();
+        let c = s.pick_at(t0, &p, &conn).unwrap();
         assert_eq!(c.first(), Some(3));
         assert_eq!(c.reason, "new: bank.example → wan3 (least loaded)");
         // wan3 becomes the busiest; the destination still sticks to it.
-        ifs[2].active_conns = 50;
-        let c = s.pick_at(t0 + Duration::from_secs(7), &ifs, &conn).unwrap();
+        ifs[2].live.active.store(50, Ordering::Relaxed);
+        let c = s.pick_at(t0 + Duration::from_secs(7), &p, &conn).unwrap();
         assert_eq!(c.first(), Some(3));
         assert_eq!(c.reason, "sticky: bank.example → wan3 (since 7s)");
         assert_eq!(c.order.len(), 3);
         // Another destination goes to the now least-loaded interface.
         let other = ConnMeta::for_host("other.example", 80);
-        assert_eq!(s.pick_at(t0, &ifs, &other).unwrap().first(), Some(2));
+        assert_eq!(s.pick_at(t0, &p, &other).unwrap().first(), Some(2));
     }
 
     #[test]
@@ -226,18 +213,25 @@ mod tests {
         let mut ifs = ifaces();
         let mut conn = ConnMeta::for_host("h", 1);
         let t0 = Instant::now();
-        assert_eq!(s.pick_at(t0, &ifs, &conn).unwrap().first(), Some(3));
+        assert_eq!(
+            s.pick_at(t0, &plan(&s, &ifs), &conn).unwrap().first(),
+            Some(3)
+        );
         ifs[2].state = LinkState::Down;
-        assert_eq!(s.pick_at(t0, &ifs, &conn).unwrap().first(), Some(2));
+        assert_eq!(
+            s.pick_at(t0, &plan(&s, &ifs), &conn).unwrap().first(),
+            Some(2)
+        );
         ifs[2].state = LinkState::Up;
+        let p = plan(&s, &ifs);
         // Now bound to 2; 2 already failed for this connection → 3 (and rebound to it).
         conn.tried.push(2);
-        assert_eq!(s.pick_at(t0, &ifs, &conn).unwrap().first(), Some(3));
+        assert_eq!(s.pick_at(t0, &p, &conn).unwrap().first(), Some(3));
         conn.tried.clear();
         // After the TTL the stale binding is ignored: the least loaded (now wan1) wins.
-        ifs[0].active_conns = 0;
+        ifs[0].live.active.store(0, Ordering::Relaxed);
         let late = t0 + Duration::from_secs(61);
-        let c = s.pick_at(late, &ifs, &conn).unwrap();
+        let c = s.pick_at(late, &p, &conn).unwrap();
         assert_eq!(c.first(), Some(1));
         assert!(c.reason.starts_with("new: "), "{}", c.reason);
     }
@@ -245,21 +239,43 @@ mod tests {
     #[test]
     fn keyed_by_address_without_host() {
         let s = Sticky::new(Duration::from_secs(60));
+        let mut ifs = ifaces();
+        for i in &mut ifs {
+            i.addrs.push(netmix_plugin_api::IpNetC::new(
+                std::net::Ipv4Addr::new(198, 18, i.id as u8, 2),
+                24,
+            ));
+        }
         let conn = ConnMeta::for_addr(std::net::Ipv4Addr::new(192, 0, 2, 9), 443);
-        let c = s.pick_at(Instant::now(), &ifaces(), &conn).unwrap();
+        let c = s.pick_at(Instant::now(), &plan(&s, &ifs), &conn).unwrap();
         assert!(c.reason.contains("192.0.2.9 → wan3"), "{}", c.reason);
+    }
+
+    #[test]
+    fn ties_in_load_go_to_the_lowest_latency() {
+        let s = Sticky::new(Duration::from_secs(60));
+        let mut ifs = ifaces();
+        for (i, ms) in ifs.iter_mut().zip([30, 5, 20]) {
+            i.live.active.store(0, Ordering::Relaxed);
+            i.latency_ewma_us = netmix_plugin_api::abi_stable::std_types::RSome(ms * 1000);
+        }
+        let c = s
+            .pick_at(Instant::now(), &plan(&s, &ifs), &ConnMeta::for_host("h", 1))
+            .unwrap();
+        assert_eq!(c.order.as_slice(), &[2, 3, 1]);
     }
 
     #[test]
     fn sweeps_expired_entries() {
         let s = Sticky::new(Duration::from_secs(1));
         let ifs = ifaces();
+        let p = plan(&s, &ifs);
         let t0 = Instant::now();
-        for i in 0..SWEEP_EVERY_PICKS {
+        for i in 0..=SWEEP_AT as u64 {
             let conn = ConnMeta::for_host(&format!("h{i}"), 1);
-            s.pick_at(t0 + Duration::from_secs(i), &ifs, &conn).unwrap();
+            s.pick_at(t0 + Duration::from_secs(i), &p, &conn).unwrap();
         }
-        assert!(s.state.lock().unwrap().bindings.len() < 3);
+        assert!(s.sites.len() < 3, "{}", s.sites.len());
     }
 
     #[test]
@@ -267,7 +283,11 @@ mod tests {
         assert!(Sticky::from_options("ttl_secs = 0").is_err());
         assert!(Sticky::from_options("ttl = 5").is_err());
         assert_eq!(
-            Sticky::from_options("ttl_secs = 9").unwrap().ttl.as_secs(),
+            Sticky::from_options("ttl_secs = 9")
+                .unwrap()
+                .sites
+                .ttl()
+                .as_secs(),
             9
         );
     }

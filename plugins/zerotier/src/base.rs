@@ -11,14 +11,15 @@
 //! - `lowest-id`: the usable interface with the lowest id (predictable; for tests and simple
 //!   setups).
 //!
-//! `capacity` and `latency` count their own connections in flight, so the plugin forwards every
-//! `observe` to the base. A connection sent to an exit node is counted on the base's first
-//! choice (its fallback) until `Connected` moves it to the interface it really went through.
+//! The base plans over the non-ZeroTier interfaces only (see [`BaseStrategy::plan_of`]), and
+//! reads the engine's live in-flight counts when it picks: nothing to forward from `observe`.
 
-use netmix_plugin_api::{Choice, ConnMeta, ConnOutcome, InterfaceSnapshot, StrategyError};
-use netmix_strategy_kit::Scorer;
-use netmix_strategy_kit::capacity::{Capacity, CapacityConfig};
-use netmix_strategy_kit::latency::{Latency, LatencyConfig};
+use netmix_plugin_api::{
+    Choice, ConnMeta, InterfaceSnapshot, StrategyError,
+    abi_stable::std_types::{RString, RVec},
+};
+use netmix_strategy_kit::capacity::{Capacity, CapacityConfig, CapacityPlan};
+use netmix_strategy_kit::latency::{Latency, LatencyConfig, LatencyPlan};
 
 /// The `base` option: which strategy orders traffic that is not for a ZeroTier network.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
@@ -73,6 +74,17 @@ impl Default for BaseStrategy {
     }
 }
 
+/// What the base prepares from the non-ZeroTier interfaces of a snapshot.
+#[derive(Debug)]
+pub enum BasePlan {
+    /// The capacity scoring's plan.
+    Capacity(CapacityPlan),
+    /// The latency scoring's plan.
+    Latency(LatencyPlan),
+    /// The usable interfaces sorted by id, each with its reason.
+    LowestId(Vec<(InterfaceSnapshot, String)>),
+}
+
 impl BaseStrategy {
     /// The base strategy `base`, with its options. Both option tables are checked, the unused
     /// one too, so that a mistake does not lie in wait for the day the base changes.
@@ -102,41 +114,50 @@ impl BaseStrategy {
         }
     }
 
-    /// Orders `usable` (already filtered: usable, not tried, not ZeroTier) for `conn`, best
-    /// first; the reason names the base (`base capacity: …`).
-    ///
-    /// # Errors
-    /// [`StrategyError::NoCandidate`] when `usable` is empty.
-    pub fn order(
+    /// The plan over the usable ones of `interfaces` (the caller leaves the ZeroTier ones
+    /// out); every reason names the base (`base capacity: …`).
+    pub fn plan_of<'a>(
         &self,
-        usable: &[&InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        let choice = match self {
-            Self::Capacity(s) => s.pick_among(usable, conn)?,
-            Self::Latency(s) => s.pick_among(usable, conn)?,
+        interfaces: impl IntoIterator<Item = &'a InterfaceSnapshot>,
+    ) -> BasePlan {
+        let label = format!("base {}: ", self.base().name());
+        match self {
+            Self::Capacity(s) => BasePlan::Capacity(s.plan_labeled(interfaces, &label)),
+            Self::Latency(s) => BasePlan::Latency(s.plan_labeled(interfaces, &label)),
             Self::LowestId => {
-                let first = usable
-                    .iter()
-                    .min_by_key(|i| i.id)
-                    .ok_or(StrategyError::NoCandidate)?;
-                let mut ids: Vec<u32> = usable.iter().map(|i| i.id).collect();
-                ids.sort_unstable();
-                Choice::new(ids, format!("lowest id {}", first.name))
+                let mut ifaces: Vec<(InterfaceSnapshot, String)> = interfaces
+                    .into_iter()
+                    .filter(|i| i.is_usable())
+                    .map(|i| (i.clone(), format!("{label}lowest id {}", i.name)))
+                    .collect();
+                ifaces.sort_by_key(|(i, _)| i.id);
+                BasePlan::LowestId(ifaces)
             }
-        };
-        Ok(Choice {
-            reason: format!("base {}: {}", self.base().name(), choice.reason).into(),
-            ..choice
-        })
+        }
     }
 
-    /// Feedback from the engine, for the bases that count their connections in flight.
-    pub fn observe(&self, outcome: &ConnOutcome) {
-        match self {
-            Self::Capacity(s) => s.observe(outcome),
-            Self::Latency(s) => s.observe(outcome),
-            Self::LowestId => {}
+    /// Orders the interfaces of `plan` that fit `conn`, best first.
+    ///
+    /// # Errors
+    /// [`StrategyError::NoCandidate`] when none fits; [`StrategyError::Other`] if `plan` was
+    /// made by another base (a bug).
+    pub fn pick(&self, plan: &BasePlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        match (self, plan) {
+            (Self::Capacity(s), BasePlan::Capacity(p)) => s.pick_in(p, conn),
+            (Self::Latency(s), BasePlan::Latency(p)) => s.pick_in(p, conn),
+            (Self::LowestId, BasePlan::LowestId(ifaces)) => {
+                let fits = |(i, _): &&(InterfaceSnapshot, String)| conn.fits(i);
+                let (_, reason) = ifaces.iter().find(fits).ok_or(StrategyError::NoCandidate)?;
+                Ok(Choice {
+                    order: ifaces
+                        .iter()
+                        .filter(fits)
+                        .map(|(i, _)| i.id)
+                        .collect::<RVec<u32>>(),
+                    reason: RString::from(reason.as_str()),
+                })
+            }
+            _ => Err(StrategyError::other("base plan of another base")),
         }
     }
 }
@@ -160,17 +181,17 @@ mod tests {
     #[test]
     fn each_base_orders_and_names_itself() {
         let ifs = [iface(3, 40), iface(1, 20), iface(2, 5)];
-        let usable: Vec<&InterfaceSnapshot> = ifs.iter().collect();
         let new = |base| {
             BaseStrategy::new(base, CapacityConfig::default(), LatencyConfig::default()).unwrap()
         };
-        let c = new(Base::Latency).order(&usable, &conn()).unwrap();
+        let order = |s: &BaseStrategy| s.pick(&s.plan_of(&ifs), &conn()).unwrap();
+        let c = order(&new(Base::Latency));
         assert_eq!(c.order.as_slice(), &[2, 1, 3]);
         assert_eq!(
             c.reason.as_str(),
             "base latency: latency 5.0ms×(1+0 active)"
         );
-        let c = new(Base::Capacity).order(&usable, &conn()).unwrap();
+        let c = order(&new(Base::Capacity));
         assert_eq!(
             c.order.as_slice(),
             &[2, 1, 3],
@@ -181,15 +202,21 @@ mod tests {
             "{}",
             c.reason
         );
-        let c = new(Base::LowestId).order(&usable, &conn()).unwrap();
+        let c = order(&new(Base::LowestId));
         assert_eq!(c.order.as_slice(), &[1, 2, 3]);
         assert_eq!(c.reason.as_str(), "base lowest-id: lowest id wan1");
         for base in [Base::Capacity, Base::Latency, Base::LowestId] {
+            let s = new(base);
             assert_eq!(
-                new(base).order(&[], &conn()).unwrap_err(),
+                s.pick(&s.plan_of(&[]), &conn()).unwrap_err(),
                 StrategyError::NoCandidate
             );
         }
+        let (latency, lowest) = (new(Base::Latency), new(Base::LowestId));
+        assert!(matches!(
+            latency.pick(&lowest.plan_of(&ifs), &conn()),
+            Err(StrategyError::Other(_))
+        ));
     }
 
     #[test]

@@ -20,8 +20,10 @@
 //!
 //! A plugin cannot load another plugin, so the base strategy runs inside this one, from
 //! `netmix-strategy-kit` (see [`base`]): `capacity` (the default; the `capacity` plugin's
-//! scoring), `latency` (the `latency` plugin's scoring) or `lowest-id`. `capacity` and
-//! `latency` count their own connections in flight; `observe` is forwarded to them.
+//! scoring), `latency` (the `latency` plugin's scoring) or `lowest-id`. `rebuild` splits the
+//! snapshot once: each ZeroTier interface with the prefixes it may carry, and the base's plan
+//! over the other interfaces; a pick matches the destination against the prefixes and lets the
+//! base order the rest with the engine's live in-flight counts.
 //!
 //! Options (TOML):
 //!
@@ -41,10 +43,10 @@
 
 pub mod base;
 
-use base::{Base, BaseStrategy};
+use base::{Base, BasePlan, BaseStrategy};
 use netmix_plugin_api::{
-    Choice, ConnMeta, ConnOutcome, InterfaceKind, InterfaceSnapshot, IpAddrC, IpNetC,
-    StrategyError, StrategyImpl, ZeroTierInfo, candidates, parse_options,
+    Choice, ConnMeta, InterfaceKind, InterfaceSnapshot, IpAddrC, IpNetC, Snapshot, StrategyError,
+    StrategyImpl, ZeroTierInfo, parse_options,
 };
 use netmix_strategy_kit::capacity::CapacityConfig;
 use netmix_strategy_kit::latency::LatencyConfig;
@@ -67,22 +69,37 @@ pub struct ZeroTier {
     base: BaseStrategy,
 }
 
+/// A usable ZeroTier interface as the plan keeps it.
+#[derive(Debug)]
+struct ZtLink {
+    /// The interface, for [`ConnMeta::fits`].
+    iface: InterfaceSnapshot,
+    /// Its network id (empty without ZeroTier facts).
+    network_id: String,
+    /// The prefixes it may carry (see [`usable_prefixes`]); empty without ZeroTier facts.
+    prefixes: Vec<IpNetC>,
+}
+
+/// What [`ZeroTier`] prepares from a snapshot.
+#[derive(Debug)]
+pub struct ZeroTierPlan {
+    /// The usable ZeroTier interfaces.
+    zerotier: Vec<ZtLink>,
+    /// The base strategy's plan over the other usable interfaces.
+    base: BasePlan,
+}
+
 /// A ZeroTier interface's claim on a destination.
 #[derive(Debug, Clone, Copy)]
 struct Match<'a> {
-    iface: &'a InterfaceSnapshot,
-    info: &'a ZeroTierInfo,
+    link: &'a ZtLink,
     net: IpNetC,
 }
 
-/// The longest prefix of `info`'s usable routes and assigned subnets that contains `dest`.
-///
-/// A default route counts only when the engine allowed it (`allow_default`); a network whose
-/// status is not OK counts for nothing, whatever the snapshot carries.
-pub fn best_prefix(info: &ZeroTierInfo, dest: &IpAddrC) -> Option<IpNetC> {
-    if info.status.as_str() != "OK" {
-        return None;
-    }
+/// The routes and assigned subnets of `info` that may carry traffic: none unless the network's
+/// status is OK; a default route only when the engine allowed it (`allow_default`).
+pub fn usable_prefixes(info: &ZeroTierInfo) -> impl Iterator<Item = IpNetC> + '_ {
+    let ok = info.status.as_str() == "OK";
     let routes = info
         .routes
         .iter()
@@ -90,12 +107,21 @@ pub fn best_prefix(info: &ZeroTierInfo, dest: &IpAddrC) -> Option<IpNetC> {
         .filter(|t| t.prefix_len > 0 || info.allow_default);
     routes
         .chain(info.assigned.iter().copied())
+        .filter(move |_| ok)
+}
+
+/// The longest of `prefixes` that contains `dest`.
+fn longest_match(prefixes: impl IntoIterator<Item = IpNetC>, dest: &IpAddrC) -> Option<IpNetC> {
+    prefixes
+        .into_iter()
         .filter(|net| net.contains(dest))
         .max_by_key(|net| net.prefix_len)
 }
 
-fn zerotier_info(iface: &InterfaceSnapshot) -> Option<&ZeroTierInfo> {
-    iface.zerotier.as_ref().into_option()
+/// The longest prefix of `info`'s usable routes and assigned subnets that contains `dest`
+/// (see [`usable_prefixes`]).
+pub fn best_prefix(info: &ZeroTierInfo, dest: &IpAddrC) -> Option<IpNetC> {
+    longest_match(usable_prefixes(info), dest)
 }
 
 fn is_zerotier(iface: &InterfaceSnapshot) -> bool {
@@ -122,21 +148,34 @@ impl ZeroTier {
 }
 
 impl StrategyImpl for ZeroTier {
-    fn pick(
-        &self,
-        interfaces: &[InterfaceSnapshot],
-        conn: &ConnMeta,
-    ) -> Result<Choice, StrategyError> {
-        let usable: Vec<&InterfaceSnapshot> = candidates(interfaces, conn).collect();
-        let (zt, others): (Vec<_>, Vec<_>) = usable.into_iter().partition(|i| is_zerotier(i));
+    type Plan = ZeroTierPlan;
 
+    fn plan(&self, snapshot: &Snapshot) -> Result<ZeroTierPlan, StrategyError> {
+        let usable = || snapshot.interfaces.iter().filter(|i| i.is_usable());
+        let zerotier = usable()
+            .filter(|i| is_zerotier(i))
+            .map(|iface| {
+                let info = iface.zerotier.as_ref().into_option();
+                ZtLink {
+                    iface: iface.clone(),
+                    network_id: info.map_or_else(String::new, |z| z.network_id.to_string()),
+                    prefixes: info.map_or_else(Vec::new, |z| usable_prefixes(z).collect()),
+                }
+            })
+            .collect();
+        let base = self.base.plan_of(usable().filter(|i| !is_zerotier(i)));
+        Ok(ZeroTierPlan { zerotier, base })
+    }
+
+    fn pick(&self, plan: &ZeroTierPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
         let matches: Vec<Match<'_>> = match conn.addr.as_ref().into_option() {
-            Some(dest) => zt
+            Some(dest) => plan
+                .zerotier
                 .iter()
-                .filter_map(|iface| {
-                    let info = zerotier_info(iface)?;
-                    let net = best_prefix(info, dest)?;
-                    Some(Match { iface, info, net })
+                .filter(|link| conn.fits(&link.iface))
+                .filter_map(|link| {
+                    let net = longest_match(link.prefixes.iter().copied(), dest)?;
+                    Some(Match { link, net })
                 })
                 .collect(),
             None => Vec::new(),
@@ -153,47 +192,41 @@ impl StrategyImpl for ZeroTier {
                 b.net
                     .prefix_len
                     .cmp(&a.net.prefix_len)
-                    .then(a.iface.id.cmp(&b.iface.id))
+                    .then(a.link.iface.id.cmp(&b.link.iface.id))
             });
             let best = specific[0];
             let reason = format!(
                 "zerotier: {} via {} (network {})",
-                best.net, best.iface.name, best.info.network_id
+                best.net, best.link.iface.name, best.link.network_id
             );
-            let order: Vec<u32> = specific.iter().map(|m| m.iface.id).collect();
+            let order: Vec<u32> = specific.iter().map(|m| m.link.iface.id).collect();
             return Ok(Choice::new(order, reason));
         }
 
         // 2. An allowed exit node first, the base strategy after it.
-        let exits: Vec<Match<'_>> = matches
-            .iter()
-            .copied()
-            .filter(|m| m.net.prefix_len == 0)
-            .collect();
-        let base = if others.is_empty() {
-            None
-        } else {
-            Some(self.base.order(&others, conn)?)
+        let base = match self.base.pick(&plan.base, conn) {
+            Ok(choice) => Some(choice),
+            Err(StrategyError::NoCandidate) => None,
+            Err(e) => return Err(e),
         };
-        if let Some(exit) = exits.first() {
-            let mut order: Vec<u32> = exits.iter().map(|m| m.iface.id).collect();
+        if let Some(exit) = matches.iter().find(|m| m.net.prefix_len == 0) {
+            let mut order: Vec<u32> = matches
+                .iter()
+                .filter(|m| m.net.prefix_len == 0)
+                .map(|m| m.link.iface.id)
+                .collect();
             if let Some(base) = &base {
                 order.extend(base.order.iter().copied());
             }
             let reason = format!(
                 "zerotier exit node: {} via {} (network {})",
-                exit.net, exit.iface.name, exit.info.network_id
+                exit.net, exit.link.iface.name, exit.link.network_id
             );
             return Ok(Choice::new(order, reason));
         }
 
         // 3. Everything else: the base strategy, never a ZeroTier interface.
         base.ok_or(StrategyError::NoCandidate)
-    }
-
-    fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
-        self.base.observe(outcome);
-        Ok(())
     }
 }
 
@@ -206,9 +239,10 @@ netmix_plugin_api::export_strategy! {
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
 
     use abi_stable::std_types::{RNone, RSome, RVec};
-    use netmix_plugin_api::{ExtFields, LinkState, OutcomeStage, ZtRoute};
+    use netmix_plugin_api::{ExtFields, LinkState, ZtRoute};
 
     use super::*;
 
@@ -240,6 +274,7 @@ mod tests {
 
     fn phys(id: u32, latency_ms: u32) -> InterfaceSnapshot {
         let mut s = InterfaceSnapshot::new(id, &format!("wan{id}"));
+        s.addrs.push(net([198, 18, id as u8, 2], 24));
         s.latency_ewma_us = RSome(latency_ms * 1000);
         s
     }
@@ -247,6 +282,7 @@ mod tests {
     fn zt(id: u32, name: &str, i: ZeroTierInfo) -> InterfaceSnapshot {
         let mut s = InterfaceSnapshot::new(id, name);
         s.kind = InterfaceKind::ZeroTier;
+        s.addrs.push(net([10, 147, id as u8, 9], 16));
         // A fast ZeroTier link: the base strategy would love it if it were allowed to pick it.
         s.latency_ewma_us = RSome(100);
         s.zerotier = RSome(i);
@@ -257,22 +293,18 @@ mod tests {
         ConnMeta::for_addr(Ipv4Addr::from(a), 80)
     }
 
+    /// Plans for `ifs` and picks for `conn`, as the engine's rebuild then pick do.
+    fn pick(
+        s: &ZeroTier,
+        ifs: &[InterfaceSnapshot],
+        conn: &ConnMeta,
+    ) -> Result<Choice, StrategyError> {
+        s.pick(&s.plan(&Snapshot::of(ifs.to_vec()))?, conn)
+    }
+
     /// The strategy with the `latency` base, whose order on [`lab`] is wan2 (10 ms), wan1.
     fn with_latency_base() -> ZeroTier {
         ZeroTier::from_options("base = \"latency\"").unwrap()
-    }
-
-    fn report(conn: ConnMeta, interface: u32, stage: OutcomeStage) -> ConnOutcome {
-        ConnOutcome {
-            interface,
-            conn,
-            stage,
-            connect_us: 1,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_us: 0,
-            ext: ExtFields::new(),
-        }
     }
 
     fn lab() -> Vec<InterfaceSnapshot> {
@@ -300,16 +332,16 @@ mod tests {
     #[test]
     fn longest_prefix_wins_and_only_zerotier_interfaces_are_offered() {
         let s = ZeroTier::default();
-        let c = s.pick(&lab(), &to([10, 147, 20, 5])).unwrap();
+        let c = pick(&s, &lab(), &to([10, 147, 20, 5])).unwrap();
         assert_eq!(c.order.as_slice(), &[4, 3]);
         assert_eq!(
             c.reason.as_str(),
             "zerotier: 10.147.20.0/24 via ztnarrow (network bbbbbbbbbbbbbbbb)"
         );
-        let c = s.pick(&lab(), &to([10, 147, 99, 1])).unwrap();
+        let c = pick(&s, &lab(), &to([10, 147, 99, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[3]);
         // Assigned subnets count as routes.
-        let c = s.pick(&lab(), &to([172, 22, 3, 4])).unwrap();
+        let c = pick(&s, &lab(), &to([172, 22, 3, 4])).unwrap();
         assert_eq!(c.order.as_slice(), &[4]);
         assert!(c.reason.starts_with("zerotier: 172.22.0.0/16 via ztnarrow"));
     }
@@ -317,7 +349,7 @@ mod tests {
     #[test]
     fn other_traffic_never_gets_a_zerotier_interface() {
         let s = with_latency_base();
-        let c = s.pick(&lab(), &to([198, 19, 0, 1])).unwrap();
+        let c = pick(&s, &lab(), &to([198, 19, 0, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[2, 1], "latency order, no zt");
         assert!(
             c.reason.starts_with("base latency: latency 10.0ms"),
@@ -325,12 +357,10 @@ mod tests {
             c.reason
         );
         // A host name the engine did not resolve: base too.
-        let c = s
-            .pick(&lab(), &ConnMeta::for_host("example.com", 443))
-            .unwrap();
+        let c = pick(&s, &lab(), &ConnMeta::for_host("example.com", 443)).unwrap();
         assert_eq!(c.order.as_slice(), &[2, 1]);
         let lowest = ZeroTier::from_options("base = \"lowest-id\"").unwrap();
-        let c = lowest.pick(&lab(), &to([198, 19, 0, 1])).unwrap();
+        let c = pick(&lowest, &lab(), &to([198, 19, 0, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[1, 2]);
         assert_eq!(c.reason.as_str(), "base lowest-id: lowest id wan1");
     }
@@ -345,10 +375,10 @@ mod tests {
             &[net([10, 147, 20, 0], 24)],
             &[],
         ));
-        let c = s.pick(&ifs, &to([10, 147, 20, 5])).unwrap();
+        let c = pick(&s, &ifs, &to([10, 147, 20, 5])).unwrap();
         assert_eq!(c.order.as_slice(), &[3], "the wider network still matches");
         ifs[2].state = LinkState::Down;
-        let c = s.pick(&ifs, &to([10, 147, 20, 5])).unwrap();
+        let c = pick(&s, &ifs, &to([10, 147, 20, 5])).unwrap();
         assert_eq!(
             c.order.as_slice(),
             &[2, 1],
@@ -367,19 +397,19 @@ mod tests {
             &[],
         );
         ifs.push(zt(5, "ztexit", exit.clone()));
-        let c = s.pick(&ifs, &to([198, 19, 0, 1])).unwrap();
+        let c = pick(&s, &ifs, &to([198, 19, 0, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[5, 2, 1]);
         assert!(
             c.reason
                 .starts_with("zerotier exit node: 0.0.0.0/0 via ztexit")
         );
         // A specific route still beats the exit node.
-        let c = s.pick(&ifs, &to([10, 147, 20, 1])).unwrap();
+        let c = pick(&s, &ifs, &to([10, 147, 20, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[4, 3]);
         // Not allowed (the engine leaves the default route out and allow_default false).
         exit.allow_default = false;
         ifs[4].zerotier = RSome(exit);
-        let c = s.pick(&ifs, &to([198, 19, 0, 1])).unwrap();
+        let c = pick(&s, &ifs, &to([198, 19, 0, 1])).unwrap();
         assert_eq!(c.order.as_slice(), &[2, 1]);
     }
 
@@ -418,9 +448,7 @@ mod tests {
         assert_eq!(s.base(), Base::Capacity);
         let only_zt = vec![lab().remove(2)];
         assert_eq!(
-            ZeroTier::default()
-                .pick(&only_zt, &to([198, 19, 0, 1]))
-                .unwrap_err(),
+            pick(&ZeroTier::default(), &only_zt, &to([198, 19, 0, 1])).unwrap_err(),
             StrategyError::NoCandidate
         );
     }
@@ -429,62 +457,88 @@ mod tests {
     fn the_capacity_base_shares_other_traffic_by_measured_capacity() {
         let s = ZeroTier::default();
         let mut ifs = lab();
-        ifs[0].ext.set("peak_down_bps", "20000000");
-        ifs[1].ext.set("peak_down_bps", "60000000");
+        ifs[0].capacity_down_bps = 20_000_000;
+        ifs[1].capacity_down_bps = 60_000_000;
         // The ZeroTier interfaces are the fastest: the base must not see them at all.
-        ifs[2].ext.set("peak_down_bps", "900000000");
+        ifs[2].capacity_down_bps = 900_000_000;
+        let plan = s.plan(&Snapshot::of(ifs.clone())).unwrap();
         let mut counts = [0; 5];
         for port in 0..24 {
             let mut conn = to([198, 19, 0, 1]);
             conn.client_port = port;
-            let c = s.pick(&ifs, &conn).unwrap();
+            let c = s.pick(&plan, &conn).unwrap();
             assert!(c.order.iter().all(|id| *id == 1 || *id == 2), "{c:?}");
             assert!(
                 c.reason.starts_with("base capacity: capacity: wan"),
                 "{}",
                 c.reason
             );
-            counts[c.first().unwrap() as usize] += 1;
+            let first = c.first().unwrap();
+            // The engine counts the connection from the start of its connect.
+            ifs[first as usize - 1]
+                .live
+                .active
+                .fetch_add(1, Ordering::Relaxed);
+            counts[first as usize] += 1;
         }
-        // 20:60 of 24 is 6 : 18, all picked before the engine counts any of them.
+        // 20:60 of 24 is 6 : 18.
         assert!((5..=7).contains(&counts[1]), "{counts:?}");
         assert!((17..=19).contains(&counts[2]), "{counts:?}");
     }
 
     #[test]
-    fn observe_reaches_the_base_ledger() {
+    fn the_base_reads_the_live_in_flight_counts() {
         for base in ["capacity", "latency"] {
             let s = ZeroTier::from_options(&format!("base = \"{base}\"")).unwrap();
             let ifs = lab();
-            let mut conn = to([198, 19, 0, 1]);
-            conn.client_port = 1;
-            let first = s.pick(&ifs, &conn).unwrap().first().unwrap();
-            let mut other = to([198, 19, 0, 1]);
-            other.client_port = 2;
+            let plan = s.plan(&Snapshot::of(ifs.clone())).unwrap();
+            let active = |id: u32| &ifs[id as usize - 1].live.active;
+            let other_traffic = to([198, 19, 0, 1]);
+            let first = s.pick(&plan, &other_traffic).unwrap().first().unwrap();
+            active(first).fetch_add(1, Ordering::Relaxed);
             // One in flight on `first`: the next connection goes to the other link.
-            let second = s.pick(&ifs, &other).unwrap().first().unwrap();
+            let second = s.pick(&plan, &other_traffic).unwrap().first().unwrap();
             assert_ne!(second, first, "{base}");
-            s.observe(&report(other.clone(), second, OutcomeStage::ConnectFailed))
-                .unwrap();
-            s.observe(&report(conn.clone(), first, OutcomeStage::Closed))
-                .unwrap();
-            // Nothing in flight any more: the first choice again.
-            assert_eq!(s.pick(&ifs, &other).unwrap().first(), Some(first), "{base}");
-            // ZeroTier destinations do not go through the base: their reports change nothing
-            // there (`other` is still in flight on `first`).
-            let mut zt_conn = to([10, 147, 20, 5]);
-            zt_conn.client_port = 3;
-            assert_eq!(s.pick(&ifs, &zt_conn).unwrap().first(), Some(4));
-            s.observe(&report(zt_conn.clone(), 4, OutcomeStage::Connected))
-                .unwrap();
-            s.observe(&report(zt_conn, 4, OutcomeStage::Closed))
-                .unwrap();
-            conn.client_port = 4;
-            assert_eq!(s.pick(&ifs, &conn).unwrap().first(), Some(second), "{base}");
+            active(second).fetch_add(1, Ordering::Relaxed);
+            // Both end: the first choice again.
+            active(first).fetch_sub(1, Ordering::Relaxed);
+            active(second).fetch_sub(1, Ordering::Relaxed);
+            assert_eq!(
+                s.pick(&plan, &other_traffic).unwrap().first(),
+                Some(first),
+                "{base}"
+            );
+            // ZeroTier connections do not weigh on the base: many in flight on ztnarrow
+            // change nothing for other traffic.
+            assert_eq!(
+                s.pick(&plan, &to([10, 147, 20, 5])).unwrap().first(),
+                Some(4)
+            );
+            active(4).store(50, Ordering::Relaxed);
+            assert_eq!(
+                s.pick(&plan, &other_traffic).unwrap().first(),
+                Some(first),
+                "{base}"
+            );
         }
-        let lowest = ZeroTier::from_options("base = \"lowest-id\"").unwrap();
-        lowest
-            .observe(&report(to([198, 19, 0, 1]), 1, OutcomeStage::Closed))
-            .unwrap();
+    }
+
+    #[test]
+    fn tried_and_family_are_respected() {
+        let s = with_latency_base();
+        let mut conn = to([10, 147, 20, 5]);
+        conn.tried.push(4);
+        let c = pick(&s, &lab(), &conn).unwrap();
+        assert_eq!(
+            c.order.as_slice(),
+            &[3],
+            "ztnarrow failed: the wider network"
+        );
+        let v6 = ConnMeta::for_addr("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap(), 80);
+        assert_eq!(
+            pick(&s, &lab(), &v6).unwrap_err(),
+            StrategyError::NoCandidate,
+            "no interface has an IPv6 address"
+        );
     }
 }

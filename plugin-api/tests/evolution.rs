@@ -36,6 +36,8 @@
 #![allow(non_local_definitions)]
 // `StrategyMod_Ref` is abi_stable's naming convention for prefix references.
 #![allow(non_camel_case_types)]
+// The derive gives `StrategyMod_Ref` an accessor named like the field `new`, taking `self`.
+#![allow(clippy::wrong_self_convention)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -435,7 +435,8 @@ impl Router {
         let candidates = api::candidates(&snapshot.ffi.interfaces, conn).count();
         let choice = match strategy.strategy.pick(conn).into_result() {
             Ok(choice) => choice,
-            Err(api::StrategyError::NoCandidate) if candidates == 0 => {
+            // "Nothing fits" is an answer, not a failure (e.g. no route to a ZeroTier subnet).
+            Err(api::StrategyError::NoCandidate) => {
                 return Ok(Decision {
                     order: Vec::new(),
                     reason: "no usable interface".to_owned(),
@@ -453,9 +454,12 @@ impl Router {
                 Failure::Error("returned no usable interface".to_owned())
             });
         }
+        let builtin = Arc::ptr_eq(strategy, &self.shared.builtin);
         let mut order: Vec<Member> = ids
             .iter()
             .filter_map(|id| snapshot.usable_member(*id).cloned())
+            // The built-in knows nothing of ZeroTier routes (see below).
+            .filter(|m| !builtin || m.state.kind != InterfaceKind::ZeroTier)
             .collect();
         // Whatever the strategy left out still serves as a last-resort fallback, except
         // ZeroTier interfaces: they reach only their networks' routes, so they carry a

@@ -15,7 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use abi_stable::std_types::{RSome, RStr};
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    std_types::{RSome, RStr},
+};
 use netmix_plugin_api::{
     ConnMeta, HostMod, HostMod_Ref, InterfaceSnapshot, LogLevel, Snapshot, host::load_plugin,
 };

@@ -229,10 +229,11 @@ fn rotation_rows(seq: &[u32], width: usize) -> Vec<u32> {
             (&mut tail[..width], &head[..width])
         };
         row[0] = seq[p];
-        let mut k = 1;
-        for &id in from.iter().filter(|&&id| id != seq[p]) {
-            row[k] = id;
-            k += 1;
+        for (slot, &id) in row[1..]
+            .iter_mut()
+            .zip(from.iter().filter(|&&id| id != seq[p]))
+        {
+            *slot = id;
         }
     }
     rows

@@ -107,6 +107,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     )
     .start();
 
+    // Serve clients only once the interfaces of the first scan are in the snapshot (bounded:
+    // a machine with none still serves, answering "network unreachable").
+    let found = discovery.send(iface::KnownCount).await.unwrap_or(0);
+    let joined = tokio::time::Instant::now();
+    while router.snapshot().all.len() < found && joined.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
     let prober = HealthProber::new(&config.health, router.clone()).start();
 
     let zerotier_state = zerotier::ZtHandle::default();

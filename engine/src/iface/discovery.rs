@@ -133,6 +133,19 @@ impl Actor for Discovery {
     }
 }
 
+/// Asks how many interfaces discovery has started actors for.
+#[derive(Message, Debug)]
+#[rtype(result = "usize")]
+pub struct KnownCount;
+
+impl Handler<KnownCount> for Discovery {
+    type Result = usize;
+
+    fn handle(&mut self, _: KnownCount, _ctx: &mut Self::Context) -> usize {
+        self.known.len()
+    }
+}
+
 impl Handler<Rescan> for Discovery {
     type Result = ();
 

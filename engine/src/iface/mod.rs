@@ -27,7 +27,7 @@ use crate::events::{EventKind, Events};
 use crate::health::state::{Health, HealthPolicy, HealthState, Transition};
 use crate::health::stats::{LatencyStats, Throughput};
 
-pub use discovery::{Discovery, Rescan};
+pub use discovery::{Discovery, KnownCount, Rescan};
 pub use netmix_plugin_api::LiveCounters;
 pub use scan::{InterfaceKind, ScannedInterface};
 

@@ -98,11 +98,15 @@ impl Sticky {
         // The interfaces that can carry this connection, least loaded first. `active_conns()`
         // is live (the engine counts every connect it starts), so this sort happens here and
         // not in `plan`; the stable sort keeps the plan's latency order among equals.
-        let mut candidates: Vec<&InterfaceSnapshot> =
-            plan.by_latency.iter().filter(|i| conn.fits(i)).collect();
-        candidates.sort_by_key(|i| i.active_conns());
-        let mut order: Vec<u32> = candidates.iter().map(|i| i.id).collect();
-        let Some(&least_loaded) = candidates.first() else {
+        let mut candidates: Vec<(u32, &InterfaceSnapshot)> = plan
+            .by_latency
+            .iter()
+            .filter(|i| conn.fits(i))
+            .map(|i| (i.active_conns(), i))
+            .collect();
+        candidates.sort_by_key(|&(active, _)| active);
+        let mut order: Vec<u32> = candidates.iter().map(|(_, i)| i.id).collect();
+        let Some(&(_, least_loaded)) = candidates.first() else {
             return Err(StrategyError::NoCandidate);
         };
         let site = site_key(conn);
@@ -116,21 +120,13 @@ impl Sticky {
             let id = order.remove(pos);
             order.insert(0, id);
             let age = now.saturating_duration_since(binding.since).as_secs();
-            let reason = format!(
-                "sticky: {} → {} (since {age}s)",
-                conn.host_or_addr(),
-                candidates[pos].name
-            );
+            let reason = format!("sticky: {site} → {} (since {age}s)", candidates[pos].1.name);
             return Ok(Choice::new(order, reason));
         }
 
         // New destination (or its interface went away): take the least-loaded one.
         self.sites.bind(&site, least_loaded.id, now);
-        let reason = format!(
-            "new: {} → {} (least loaded)",
-            conn.host_or_addr(),
-            least_loaded.name
-        );
+        let reason = format!("new: {site} → {} (least loaded)", least_loaded.name);
         Ok(Choice::new(order, reason))
     }
 }

@@ -60,6 +60,7 @@ impl<M: Send> Batched<M> {
     }
 
     /// A queue nobody is woken for (events wait for [`Batched::take`]); for tests.
+    #[cfg(test)]
     pub fn detached() -> Self {
         Self {
             shared: Arc::new(Shared {

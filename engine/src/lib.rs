@@ -138,8 +138,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 router.clone(),
                 early_events,
                 config.zerotier.enabled.then(|| zerotier_state.clone()),
-                &token,
-                &tracker,
+                (&token, &tracker),
             )
             .await?,
         )
@@ -205,8 +204,7 @@ async fn start_dashboard(
     router: Arc<Router>,
     events: tokio::sync::broadcast::Receiver<events::Event>,
     zerotier: Option<zerotier::ZtHandle>,
-    token: &CancellationToken,
-    tracker: &TaskTracker,
+    (token, tracker): (&CancellationToken, &TaskTracker),
 ) -> anyhow::Result<(Addr<DashboardFeed>, Batched<ConnEvent>)> {
     let d = &config.dashboard;
     let local = listener.local_addr().context("dashboard address")?;

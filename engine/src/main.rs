@@ -262,12 +262,25 @@ fn http_get_json<T: serde::de::DeserializeOwned>(
         if !status.is_success() {
             return Err(format!("HTTP status: {status}"));
         }
-        response
-            .json::<T>()
-            .await
-            .map_err(|e| format!("bad JSON: {e}"))
+        // Whoever answers on that port (another user's program, if netmix is not running)
+        // cannot make this read without end.
+        let mut body = Vec::new();
+        let mut response = response;
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_STATUS_BODY {
+                return Err(format!(
+                    "the answer is larger than {} MiB; is that netmix?",
+                    MAX_STATUS_BODY >> 20
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|e| format!("bad JSON: {e}"))
     })
 }
+
+/// Largest dashboard answer `netmix status` reads.
+const MAX_STATUS_BODY: usize = 4 << 20;
 
 /// Every relayed connection needs two file descriptors: raise the soft limit to the hard one
 /// (commonly 1024 → 524288), and with the privilege for it the hard one to at least 65536, so
@@ -290,5 +303,47 @@ fn raise_fd_limit() {
         if let Ok((now, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
             tracing::debug!(from = soft, to = now, "Open-files limit.");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-shot HTTP server on loopback answering `body` (chunked, 64 KiB chunks).
+    fn serve_once(body: Vec<u8>) -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            );
+            for chunk in body.chunks(64 << 10) {
+                if write!(s, "{:x}\r\n", chunk.len()).is_err()
+                    || s.write_all(chunk).is_err()
+                    || s.write_all(b"\r\n").is_err()
+                {
+                    return;
+                }
+            }
+            let _ = s.write_all(b"0\r\n\r\n");
+        });
+        addr
+    }
+
+    #[test]
+    fn status_reads_the_dashboard_and_refuses_a_huge_answer() {
+        let ok = serve_once(br#"[{"a":1}]"#.to_vec());
+        let v: serde_json::Value = http_get_json(ok, "/api/interfaces").unwrap();
+        assert_eq!(v[0]["a"], 1);
+
+        let huge = serve_once(vec![b' '; MAX_STATUS_BODY + (1 << 20)]);
+        let err = http_get_json::<serde_json::Value>(huge, "/api/interfaces").unwrap_err();
+        assert!(err.contains("larger than 4 MiB"), "{err}");
     }
 }

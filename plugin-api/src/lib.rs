@@ -13,9 +13,9 @@
 //! from the per-strategy config table with [`host::LoadedPlugin::instantiate`], calls [`Strategy::rebuild`]
 //! whenever the interfaces change and [`Strategy::pick`] for every outgoing connection. This crate is the only thing the engine and
 //! the plugins share. Everything that crosses the boundary is an `abi_stable` type, so a plugin
-//! built by another compiler version, or against an older (compatible) `netmix-plugin-api`, still
-//! loads; anything incompatible is refused at load time with a one-line reason instead of
-//! crashing later.
+//! built by another compiler version still loads; anything incompatible is refused at load time
+//! with a one-line reason instead of crashing later. How 1.x grows without refusing plugins
+//! built against an earlier 1.x is in [Evolution](#evolution-within-1x).
 //!
 //! # Writing a plugin
 //!
@@ -65,6 +65,25 @@
 //!   example plugin share it).
 //! - [`host`]: loading plugin files (used by the engine and by `netmix plugins`).
 //! - this file: the FFI trait [`Strategy`] and the root module [`StrategyMod`].
+//!
+//! # Evolution within 1.x
+//!
+//! The ABI only grows by appending: a field after the last prefix field of a prefix type
+//! ([`StrategyMod`], [`HostMod`], with `#[sabi(missing_field(option))]`), a method after the last
+//! prefix method of [`Strategy`] (with a default body), a new type, a new value of an open set.
+//! What abi_stable 0.11's loader then accepts, pinned by `plugin-api/tests/evolution.rs` with a
+//! "1.1" layout and the real 1.0 round-robin plugin:
+//!
+//! - **A plugin built against a later 1.y loads into an engine of 1.x (y ≥ x).** The loader
+//!   lets the plugin's prefix types be longer than the engine's; the plugin reads what the
+//!   engine does not offer as absent (`missing_field(option)` accessors return `None`).
+//! - **A plugin built against an earlier 1.y is refused by the engine's longer layout**
+//!   ("too many fields"). So an engine of 1.x keeps the 1.0 (and every later minor's) copies of
+//!   the root module and trait in a `v1_0` module, loads each plugin with its newest layout and
+//!   falls back to the older ones, and answers the newer questions itself: an appended field is
+//!   `None`, an appended method is its default body (which also holds when the default body runs
+//!   against a shorter vtable, as the test shows).
+//! - Anything else (an inserted, removed or retyped field) is refused in one line.
 //!
 //! # Unsafe code
 //!
@@ -126,10 +145,9 @@ pub type StrategyBox = Strategy_TO<'static, RBox<()>>;
 ///
 /// # Evolution
 ///
-/// Methods are only ever added at the end of the trait, each with a default body. A plugin
-/// built against an older `netmix-plugin-api` 1.x has a shorter vtable: calling a newer method
-/// on it runs the default body inside the engine, so old plugins keep loading and working
-/// (`plugin-api/tests/evolution.rs` proves it with a 1.1 layout).
+/// Methods are only ever added at the end of the trait, each with a default body; see
+/// [the crate docs](crate#evolution-within-1x) for how an engine then still runs plugins built
+/// against an earlier 1.x.
 #[sabi_trait]
 pub trait Strategy: Send + Sync + std::fmt::Debug {
     /// The strategy's name (the name users write in the config, e.g. `"round-robin"`).
@@ -153,9 +171,9 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
     ///
     /// The `#[sabi(last_prefix_field)]` attribute marks the last method of the first compatible
     /// version of this interface (1.0.0). Methods added in later minor versions go *below* it
-    /// and must have a default body, so that calling them on a plugin built against an older
-    /// version runs that body instead of panicking. The attribute only moves, to the then-last
-    /// method, when the major version is bumped.
+    /// and must have a default body, which is what an engine answers for a plugin built against
+    /// an earlier version (see [the crate docs](crate#evolution-within-1x)). The attribute only
+    /// moves, to the then-last method, when the major version is bumped.
     #[sabi(last_prefix_field)]
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
         let _ = outcome;
@@ -167,7 +185,8 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
 /// [`export_strategy!`] for [`log`].
 ///
 /// A prefix type, like the root module: the engine builds it once, and fields added in later
-/// minor versions go after the last prefix field with `#[sabi(missing_field(option))]`.
+/// minor versions go after the last prefix field with `#[sabi(missing_field(option))]`, so a
+/// plugin built against a later version sees a service this engine lacks as `None`.
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = HostMod_Ref)))]
@@ -204,8 +223,9 @@ pub struct StrategyMod {
     /// struct in the first compatible version of the library (1.0.0): fields added in later
     /// minor versions go below it and must carry `#[sabi(missing_field(option))]` (or
     /// `missing_field(default)`), overriding the struct-wide `missing_field(panic)`, because a
-    /// plugin built against an older version does not have them. The attribute moves to the
-    /// then-last field only when the major version is bumped.
+    /// plugin built against an earlier version does not have them (and is loaded through the
+    /// earlier layout: see [the crate docs](crate#evolution-within-1x)). The attribute moves to
+    /// the then-last field only when the major version is bumped.
     #[sabi(last_prefix_field)]
     pub new: extern "C" fn(
         options_toml: RStr<'_>,

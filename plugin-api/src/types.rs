@@ -20,7 +20,8 @@
 //!   "unknown"). An empty `ext` does not allocate.
 //! - **New methods.** A typed, hot new fact arrives through a new [`crate::Strategy`] method
 //!   appended after the prefix (with a default body that falls back to the 1.0 methods), taking
-//!   a new type. This is how the trait and the root module grow; see the crate docs.
+//!   a new type; see [the crate docs](crate#evolution-within-1x) for how the engine loads
+//!   plugins built before it.
 //!
 //! Why not prefix types for these structs (as the root module uses)? A prefix type lives behind
 //! a reference to a `'static`, metadata-prefixed allocation; it suits a module built once, not

@@ -39,7 +39,10 @@
 // The derive gives `StrategyMod_Ref` an accessor named like the field `new`, taking `self`.
 #![allow(clippy::wrong_self_convention)]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{ifaces, lib_path};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use abi_stable::{
@@ -50,8 +53,8 @@ use abi_stable::{
     std_types::{RStr, RString},
 };
 use netmix_plugin_api::{
-    ConnMeta, HostMod, HostMod_Ref, InterfaceSnapshot, LogLevel, Snapshot, StrategyBox,
-    StrategyMod_Ref, host::load_plugin,
+    ConnMeta, HostMod, HostMod_Ref, LogLevel, Snapshot, StrategyBox, StrategyMod_Ref,
+    host::load_plugin,
 };
 
 /// The root module, the trait and the host services as a 1.1 release would declare them.
@@ -250,29 +253,6 @@ impl Instance {
     }
 }
 
-/// `target/<profile>/<plugin file>`: the test executable lives in `target/<profile>/deps/`.
-fn lib_path(stem: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable is in <target>/<profile>/deps");
-    let file = format!(
-        "{}netmix_{stem}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let path = dir.join(file);
-    assert!(
-        path.exists(),
-        "{} is missing: build it first: cargo build -p netmix-{} (with the same \
-         CARGO_TARGET_DIR and profile as this test)",
-        path.display(),
-        stem.replace('_', "-")
-    );
-    path
-}
-
 /// Log lines that reached [`log`].
 static LOGGED: AtomicUsize = AtomicUsize::new(0);
 
@@ -294,18 +274,6 @@ fn host_v1_1() -> v1_1::HostMod_Ref {
         abi_stable::std_types::RNone
     }
     v1_1::HostMod { log, resolve }.leak_into_prefix()
-}
-
-fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| {
-            let mut s = InterfaceSnapshot::new(i as u32 + 1, &format!("wan{}", i + 1));
-            s.weight = w;
-            s
-        })
-        .collect()
 }
 
 #[test]

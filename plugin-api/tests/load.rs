@@ -6,6 +6,9 @@
 //! -p netmix-strategy-latency -p netmix-strategy-sticky -p netmix-fixture-panicky
 //! -p netmix-fixture-abi-mismatch -p netmix-fixture-not-a-plugin`): this test finds them next to its own executable.
 
+mod common;
+
+use common::{ifaces, lib_path};
 use std::{
     collections::HashMap,
     fs,
@@ -23,33 +26,6 @@ use netmix_plugin_api::{
     OutcomeStage, Snapshot, StrategyBox, StrategyError,
     host::{LoadedPlugin, load_dir, load_plugin},
 };
-
-/// `target/<profile>`: the test executable lives in `target/<profile>/deps/`.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test executable is in <target>/<profile>/deps")
-        .to_path_buf()
-}
-
-/// The path of the built plugin library for package `netmix-<stem>` (`stem` with underscores).
-fn lib_path(stem: &str) -> PathBuf {
-    let file = format!(
-        "{}netmix_{stem}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let path = profile_dir().join(&file);
-    assert!(
-        path.exists(),
-        "{} is missing: build the plugins first: cargo build -p netmix-{} \
-         (with the same CARGO_TARGET_DIR and profile as this test)",
-        path.display(),
-        stem.replace('_', "-")
-    );
-    path
-}
 
 /// Every line the plugins logged through [`host`]: (plugin, level, message).
 static LOGGED: Mutex<Vec<(String, LogLevel, String)>> = Mutex::new(Vec::new());
@@ -96,18 +72,6 @@ fn copy_into(dir: &Path, src: &Path, name: &str, mode: u32) -> PathBuf {
     fs::copy(src, &dst).unwrap();
     fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
     dst
-}
-
-fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
-    weights
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| {
-            let mut s = InterfaceSnapshot::new(i as u32 + 1, &format!("wan{}", i + 1));
-            s.weight = w;
-            s
-        })
-        .collect()
 }
 
 /// Hands `ifs` to the strategy as the engine does when the interfaces change.

@@ -165,6 +165,7 @@ impl Handles {
     }
 
     /// Handles whose events go nowhere (for tests of code that only needs the counters).
+    #[cfg(test)]
     pub fn detached() -> Self {
         Self {
             live: RArc::new(LiveCounters::default()),

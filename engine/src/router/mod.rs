@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::RStr;
 use arc_swap::ArcSwap;
+use netmix_plugin_api::error::one_line;
 use netmix_plugin_api::guard::Guarded;
 use netmix_plugin_api::host::LoadedPlugin;
 use netmix_plugin_api::sticky::{SiteTable, site_key};
@@ -162,8 +163,13 @@ pub fn host_services() -> HostMod_Ref {
     *HOST.get_or_init(|| HostMod { log: plugin_log }.leak_into_prefix())
 }
 
+/// Longest plugin name and message the engine writes, in characters: the plugin-side helper
+/// already squeezes lines, but a plugin need not use it, and a log line must stay one line.
+const PLUGIN_LOG_MAX_CHARS: (usize, usize) = (64, 500);
+
 extern "C" fn plugin_log(plugin: RStr<'_>, level: LogLevel, message: RStr<'_>) {
-    let (plugin, message) = (plugin.as_str(), message.as_str());
+    let plugin = one_line(plugin.as_str(), PLUGIN_LOG_MAX_CHARS.0);
+    let message = one_line(message.as_str(), PLUGIN_LOG_MAX_CHARS.1);
     match level {
         LogLevel::Error => tracing::error!(target: "netmix::plugin", plugin = %plugin, "{message}"),
         LogLevel::Warn => tracing::warn!(target: "netmix::plugin", plugin = %plugin, "{message}"),

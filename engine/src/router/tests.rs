@@ -247,3 +247,61 @@ fn stickiness_moves_the_remembered_interface_first() {
     let other = router.pick(&ConnMeta::for_host("other.example", 443));
     assert!(!other.reason.starts_with("sticky"));
 }
+
+/// A writer the log test can read back.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn plugin_log_lines_carry_the_name_and_stay_one_line() {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::TRACE)
+        .finish();
+    let hostile = format!("first\nINFO forged line\n{}", "x".repeat(10_000));
+    tracing::subscriber::with_default(subscriber, || {
+        (host_services().log())(
+            RStr::from_str("evil\nname"),
+            LogLevel::Warn,
+            RStr::from_str(&hostile),
+        );
+        (host_services().log())(
+            RStr::from_str("p"),
+            LogLevel(200),
+            RStr::from_str("odd level"),
+        );
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("WARN") && lines[0].contains("netmix::plugin"),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains("first INFO forged line"), "{}", lines[0]);
+    assert!(lines[0].contains("plugin=evil name"), "{}", lines[0]);
+    assert!(
+        lines[0].len() < 800,
+        "cut to one short line: {}",
+        lines[0].len()
+    );
+    assert!(
+        lines[1].contains("TRACE") && lines[1].contains("odd level"),
+        "{}",
+        lines[1]
+    );
+}

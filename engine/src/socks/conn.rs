@@ -473,8 +473,9 @@ async fn connect_with_failover(
                   launched: &mut Vec<u32>,
                   (member, dest): (Member, SocketAddr)| {
         launched.push(member.state.id);
+        // Counted before the task starts, so the very next pick (a burst) already sees it.
+        let in_flight = InFlight::start(&member.handles.live);
         attempts.spawn(async move {
-            let in_flight = InFlight::start(&member.handles.live);
             let started = Instant::now();
             let result = connect_via(&member.state, dest, member.state.connect_timeout).await;
             (member, started.elapsed(), result.map(|s| (s, in_flight)))

@@ -292,6 +292,7 @@ mod tests {
     use netmix_plugin_api::abi_stable::std_types::ROption;
 
     use super::*;
+    use crate::testing::{burst, conn};
 
     fn iface(id: u32, mbit: u64, latency_ms: u32) -> InterfaceSnapshot {
         let mut i = InterfaceSnapshot::new(id, &format!("wan{id}"));
@@ -302,34 +303,12 @@ mod tests {
         i
     }
 
-    fn conn(port: u16) -> ConnMeta {
-        let mut c = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
-        c.client_port = port;
-        c
-    }
-
     fn pick(
         s: &Capacity,
         ifs: &[InterfaceSnapshot],
         conn: &ConnMeta,
     ) -> Result<Choice, StrategyError> {
         s.pick(&s.plan(&Snapshot::of(ifs.to_vec()))?, conn)
-    }
-
-    /// Picks `n` connections from one plan, each counted in flight on its first choice the way
-    /// the engine counts it (from the start of the connect), and counts the first choices.
-    fn burst(s: &Capacity, ifs: &[InterfaceSnapshot], n: u16) -> Vec<u32> {
-        let plan = s.plan(&Snapshot::of(ifs.to_vec())).unwrap();
-        let mut counts = vec![0; ifs.len()];
-        for port in 0..n {
-            let first = s.pick(&plan, &conn(port)).unwrap().first().unwrap();
-            ifs[first as usize]
-                .live
-                .active
-                .fetch_add(1, Ordering::Relaxed);
-            counts[first as usize] += 1;
-        }
-        counts
     }
 
     #[test]

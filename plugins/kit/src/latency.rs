@@ -275,6 +275,7 @@ mod tests {
     use netmix_plugin_api::abi_stable::std_types::RSome;
 
     use super::*;
+    use crate::testing::{burst, conn};
 
     fn iface(id: u32, latency_ms: Option<u32>, active: u32) -> InterfaceSnapshot {
         let mut s = InterfaceSnapshot::new(id, &format!("eth{id}"));
@@ -292,29 +293,6 @@ mod tests {
     fn pick(l: &Latency, ifs: &[InterfaceSnapshot]) -> Choice {
         l.pick(&plan(l, ifs), &ConnMeta::for_host("example.com", 443))
             .unwrap()
-    }
-
-    fn conn(port: u16) -> ConnMeta {
-        let mut c = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
-        c.client_port = port;
-        c
-    }
-
-    /// The first choice of `n` picks in a burst (distinct connections), counted per id; each
-    /// pick is counted in flight on its first choice at once, as the engine counts a connection
-    /// from the start of its connect.
-    fn burst(l: &Latency, ifs: &[InterfaceSnapshot], n: u16) -> Vec<u32> {
-        let plan = plan(l, ifs);
-        let mut counts = vec![0; ifs.len()];
-        for port in 0..n {
-            let first = l.pick(&plan, &conn(port)).unwrap().first().unwrap();
-            ifs[first as usize]
-                .live
-                .active
-                .fetch_add(1, Ordering::Relaxed);
-            counts[first as usize] += 1;
-        }
-        counts
     }
 
     #[test]

@@ -246,3 +246,36 @@ mod tests {
         }
     }
 }
+
+/// Test helpers shared by the strategies' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::net::Ipv4Addr;
+    use std::sync::atomic::Ordering;
+
+    use netmix_plugin_api::{ConnMeta, InterfaceSnapshot, Snapshot, StrategyImpl};
+
+    /// A TCP connection to the lab target from client port `port` (distinct connections).
+    pub fn conn(port: u16) -> ConnMeta {
+        let mut c = ConnMeta::for_addr(Ipv4Addr::new(198, 19, 0, 1), 80);
+        c.client_port = port;
+        c
+    }
+
+    /// The first choice of `n` picks in a burst from one plan, counted per interface index
+    /// (`ifs[i].id == i`); each pick is counted in flight on its first choice at once, as the
+    /// engine counts a connection from the start of its connect.
+    pub fn burst<S: StrategyImpl>(s: &S, ifs: &[InterfaceSnapshot], n: u16) -> Vec<u32> {
+        let plan = s.plan(&Snapshot::of(ifs.to_vec())).unwrap();
+        let mut counts = vec![0; ifs.len()];
+        for port in 0..n {
+            let first = s.pick(&plan, &conn(port)).unwrap().first().unwrap();
+            ifs[first as usize]
+                .live
+                .active
+                .fetch_add(1, Ordering::Relaxed);
+            counts[first as usize] += 1;
+        }
+        counts
+    }
+}

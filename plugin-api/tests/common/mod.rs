@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests that load real plugin files.
+
+use std::path::{Path, PathBuf};
+
+use netmix_plugin_api::InterfaceSnapshot;
+
+/// The built plugin library of package `netmix-<stem>` (`stem` with underscores), in
+/// `target/<profile>/`: the test executable lives in `target/<profile>/deps/`. Panics with the
+/// command to run when it is missing.
+pub fn lib_path(stem: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable is in <target>/<profile>/deps");
+    let file = format!(
+        "{}netmix_{stem}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
+    let path = dir.join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first: cargo build -p netmix-{} (with the same \
+         CARGO_TARGET_DIR and profile as this test)",
+        path.display(),
+        stem.replace('_', "-")
+    );
+    path
+}
+
+/// Healthy interfaces `wan1..` with these weights, ids from 1.
+pub fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| {
+            let mut s = InterfaceSnapshot::new(i as u32 + 1, &format!("wan{}", i + 1));
+            s.weight = w;
+            s
+        })
+        .collect()
+}

@@ -98,6 +98,45 @@ impl SiteTable {
         }
     }
 
+    /// Looks up `site`'s live binding at `now` and binds the site to `choose(that binding)`, in
+    /// one step (one lock; one hash lookup when the site is known). Choosing the bound
+    /// interface again extends the binding; another one replaces it. Returns the binding now in
+    /// force.
+    pub fn stick(
+        &self,
+        site: &str,
+        now: Instant,
+        choose: impl FnOnce(Option<&Binding>) -> u32,
+    ) -> Binding {
+        let mut sites = self.sites.lock().unwrap_or_else(PoisonError::into_inner);
+        let ttl = self.ttl;
+        let live = |b: &Binding| now.saturating_duration_since(b.last_used) < ttl;
+        if let Some(b) = sites.get_mut(site) {
+            let current = *b;
+            let interface = choose(Some(&current).filter(|b| live(b)));
+            if interface == b.interface && live(b) {
+                b.last_used = now;
+            } else {
+                *b = Binding {
+                    interface,
+                    since: now,
+                    last_used: now,
+                };
+            }
+            return *b;
+        }
+        if sites.len() >= SWEEP_AT {
+            sites.retain(|_, b| live(b));
+        }
+        let b = Binding {
+            interface: choose(None),
+            since: now,
+            last_used: now,
+        };
+        sites.insert(site.to_owned(), b);
+        b
+    }
+
     /// Sites remembered (expired ones not swept yet included).
     pub fn len(&self) -> usize {
         self.sites
@@ -131,6 +170,31 @@ mod tests {
         assert_eq!(table.get("a", t0 + s(19)).unwrap().since, t0 + s(18));
         assert_eq!(table.get("a", t0 + s(40)), None);
         assert!(table.is_empty(), "an expired binding is forgotten");
+    }
+
+    #[test]
+    fn stick_reuses_extends_and_replaces_in_one_step() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let table = SiteTable::new(s(10));
+        let b = table.stick("a", t0, |bound| {
+            assert!(bound.is_none());
+            2
+        });
+        assert_eq!((b.interface, b.since), (2, t0));
+        let b = table.stick("a", t0 + s(9), |bound| bound.unwrap().interface);
+        assert_eq!((b.interface, b.since, b.last_used), (2, t0, t0 + s(9)));
+        let b = table.stick("a", t0 + s(12), |bound| {
+            assert_eq!(bound.unwrap().interface, 2, "still live: used 3 s ago");
+            3
+        });
+        assert_eq!((b.interface, b.since), (3, t0 + s(12)), "replaced");
+        let b = table.stick("a", t0 + s(30), |bound| {
+            assert!(bound.is_none(), "expired");
+            3
+        });
+        assert_eq!(b.since, t0 + s(30), "an expired binding starts anew");
+        assert_eq!(table.len(), 1);
     }
 
     #[test]

@@ -398,16 +398,19 @@ pub struct LiveCounters {
 
 impl LiveCounters {
     /// Connections in flight now.
+    #[inline]
     pub fn active(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
     /// Bytes sent so far.
+    #[inline]
     pub fn bytes_up(&self) -> u64 {
         self.bytes_up.load(Ordering::Relaxed)
     }
 
     /// Bytes received so far.
+    #[inline]
     pub fn bytes_down(&self) -> u64 {
         self.bytes_down.load(Ordering::Relaxed)
     }
@@ -495,11 +498,13 @@ impl InterfaceSnapshot {
     }
 
     /// Whether it may be picked at all (`state != Down`).
+    #[inline]
     pub fn is_usable(&self) -> bool {
         self.state != LinkState::Down
     }
 
     /// Connections in flight through it now (live).
+    #[inline]
     pub fn active_conns(&self) -> u32 {
         self.live.active()
     }
@@ -523,6 +528,7 @@ impl InterfaceSnapshot {
 
     /// Whether it has an address of `family` (a connection to an IPv6 destination needs an
     /// IPv6 source).
+    #[inline]
     pub fn has_family(&self, family: IpFamily) -> bool {
         self.addrs.iter().any(|n| n.addr.family == family)
     }
@@ -630,12 +636,14 @@ impl ConnMeta {
     }
 
     /// Whether interface `id` was already tried for this connection.
+    #[inline]
     pub fn was_tried(&self, id: u32) -> bool {
         self.tried.contains(&id)
     }
 
     /// Whether `iface` can carry this connection: not tried yet and, when the destination
     /// address is known, with a source address of its family.
+    #[inline]
     pub fn fits(&self, iface: &InterfaceSnapshot) -> bool {
         !self.was_tried(iface.id)
             && match &self.addr {

@@ -111,22 +111,29 @@ impl Sticky {
         };
         let site = site_key(conn);
 
-        // Still bound, and the interface still a candidate? Reuse it (and extend the binding).
-        if let Some(binding) = self.sites.get(&site, now)
-            && let Some(pos) = order.iter().position(|&id| id == binding.interface)
-        {
-            self.sites.bind(&site, binding.interface, now);
-            // The bound interface goes first; the others stay as fallbacks.
-            let id = order.remove(pos);
-            order.insert(0, id);
-            let age = now.saturating_duration_since(binding.since).as_secs();
-            let reason = format!("sticky: {site} → {} (since {age}s)", candidates[pos].1.name);
-            return Ok(Choice::new(order, reason));
-        }
-
-        // New destination (or its interface went away): take the least-loaded one.
-        self.sites.bind(&site, least_loaded.id, now);
-        let reason = format!("new: {site} → {} (least loaded)", least_loaded.name);
+        // Still bound, and the interface still a candidate? Reuse it (the table extends the
+        // binding). Otherwise bind the site to the least-loaded candidate. One table lookup.
+        let mut reused = None;
+        let binding = self.sites.stick(&site, now, |bound| {
+            match bound.and_then(|b| order.iter().position(|&id| id == b.interface)) {
+                Some(pos) => {
+                    reused = Some(pos);
+                    order[pos]
+                }
+                None => least_loaded.id,
+            }
+        });
+        let reason = match reused {
+            Some(pos) => {
+                // The bound interface goes first; the others stay as fallbacks.
+                let id = order.remove(pos);
+                order.insert(0, id);
+                let age = now.saturating_duration_since(binding.since).as_secs();
+                format!("sticky: {site} → {} (since {age}s)", candidates[pos].1.name)
+            }
+            // New destination (or its interface went away): the least-loaded one.
+            None => format!("new: {site} → {} (least loaded)", least_loaded.name),
+        };
         Ok(Choice::new(order, reason))
     }
 }

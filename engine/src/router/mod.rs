@@ -62,6 +62,8 @@ pub struct ActiveStrategy {
     rebuilt: AtomicU64,
     /// An error was reported already (pick or rebuild): report once.
     reported: AtomicBool,
+    /// Whether outcome reports are worth building for it (false for the built-in).
+    observes: bool,
 }
 
 impl std::fmt::Debug for ActiveStrategy {
@@ -80,6 +82,7 @@ impl ActiveStrategy {
             strategy,
             rebuilt: AtomicU64::new(0),
             reported: AtomicBool::new(false),
+            observes: true,
         }
     }
 
@@ -102,9 +105,13 @@ impl ActiveStrategy {
         self.rebuilt.load(Ordering::Relaxed)
     }
 
-    /// Tells it how a connection it routed went.
-    pub fn observe(&self, outcome: &api::ConnOutcome) {
-        if let Err(e) = self.strategy.observe(outcome).into_result() {
+    /// Tells it how a connection it routed went; `outcome` is only built when the strategy
+    /// listens (the built-in round-robin does not: no report is built or sent for it).
+    pub fn observe(&self, outcome: impl FnOnce() -> api::ConnOutcome) {
+        if !self.observes {
+            return;
+        }
+        if let Err(e) = self.strategy.observe(&outcome()).into_result() {
             tracing::debug!(plugin = %self.name, error = %e, "Strategy observe failed.");
         }
     }
@@ -188,11 +195,15 @@ impl Router {
     /// A router that can switch between `plugins` (each with its options as TOML text); the
     /// built-in is active until [`Router::select`].
     pub fn with_plugins(events: Events, plugins: Vec<(LoadedPlugin, String)>) -> Self {
-        let builtin = Arc::new(ActiveStrategy::new(
-            BUILTIN,
-            "built-in".to_owned(),
-            Guarded::boxed(BUILTIN, RoundRobin::default()),
-        ));
+        let builtin = Arc::new(ActiveStrategy {
+            // Round-robin ignores outcomes.
+            observes: false,
+            ..ActiveStrategy::new(
+                BUILTIN,
+                "built-in".to_owned(),
+                Guarded::boxed(BUILTIN, RoundRobin::default()),
+            )
+        });
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::default(),
             active: ArcSwap::new(builtin.clone()),

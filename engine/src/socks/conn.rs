@@ -218,7 +218,7 @@ struct Session {
     strategy: String,
     reason: String,
     decided_by: Arc<ActiveStrategy>,
-    /// The first decision's order (fallbacks after the first pick).
+    /// The first decision's order (fallbacks after the first pick); the connect phase takes it.
     order: Vec<Member>,
     /// Every candidate's numbers at decision time (only with a connection log).
     candidates: Option<Vec<CandidateStats>>,
@@ -382,7 +382,7 @@ impl Session {
                 .emit(EventKind::Failover, Some(&member.state.name), message);
         }
         self.decided_by
-            .observe(&self.outcome(member.state.id, api::OutcomeStage::Connected));
+            .observe(|| self.outcome(member.state.id, api::OutcomeStage::Connected));
     }
 
     /// The relay ended (or never started): the record's last facts go to every sink.
@@ -401,13 +401,15 @@ impl Session {
                 bytes_down: totals.down,
             });
         }
-        let mut outcome = self.outcome(member.state.id, api::OutcomeStage::Closed);
-        outcome.bytes_up = totals.up;
-        outcome.bytes_down = totals.down;
-        outcome.duration_us = self
-            .relay_started
-            .map_or(0, |t| t.elapsed().as_micros() as u64);
-        self.decided_by.observe(&outcome);
+        self.decided_by.observe(|| {
+            let mut outcome = self.outcome(member.state.id, api::OutcomeStage::Closed);
+            outcome.bytes_up = totals.up;
+            outcome.bytes_down = totals.down;
+            outcome.duration_us = self
+                .relay_started
+                .map_or(0, |t| t.elapsed().as_micros() as u64);
+            outcome
+        });
         tracing::debug!(peer = %self.peer, target = %self.destination, iface = %member.state.name, up = totals.up, down = totals.down, "Closed.");
     }
 }
@@ -449,7 +451,7 @@ async fn connect_with_failover(
 ) -> Result<Connected, Option<ConnectError>> {
     // Interfaces still to try, best first: the decision's order, replaced by a fresh pick after
     // each failure.
-    let mut queue: Vec<Member> = conn.order.clone();
+    let mut queue: Vec<Member> = std::mem::take(&mut conn.order);
     let mut launched: Vec<u32> = Vec::new();
     let mut attempts = JoinSet::new();
     let mut soft_failures: Vec<Member> = Vec::new();
@@ -519,7 +521,7 @@ async fn connect_with_failover(
                         }
                         conn.failed.push((member.state.name.clone(), error.to_string()));
                         conn.meta.tried.push(member.state.id);
-                        conn.decided_by.observe(&conn.outcome(member.state.id, api::OutcomeStage::ConnectFailed));
+                        conn.decided_by.observe(|| conn.outcome(member.state.id, api::OutcomeStage::ConnectFailed));
                         if error.suggests_link_down() {
                             ctx.rescan.do_send(Rescan);
                         }

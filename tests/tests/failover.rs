@@ -307,6 +307,11 @@ async fn connection_log_records_every_candidate() {
     );
     for name in ["wan0", "wan1", "wan2"] {
         time_until_health(&lab, name, "up", Duration::from_secs(5)).await;
+        // Probed at least once, so the decision-time stats below have a latency to record.
+        assert_eventually_async!(
+            iface_json(&lab, name).await.unwrap()["latency_ms"].is_number(),
+            "{name} measured"
+        );
     }
     let samples = steady_stream(
         &lab,

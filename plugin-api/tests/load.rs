@@ -303,7 +303,7 @@ fn non_plugins_are_refused() {
     fs::write(&garbage, b"this is not an ELF file\n".repeat(100)).unwrap();
     fs::set_permissions(&garbage, fs::Permissions::from_mode(0o644)).unwrap();
     let err = load_plugin(&garbage).unwrap_err();
-    assert_one_line_naming(&err, &garbage, "cannot open: ");
+    assert_one_line_naming(&err, &garbage, "refused: not a complete library file");
 
     let missing = dir.join("libmissing.so");
     let err = load_plugin(&missing).unwrap_err();
@@ -322,7 +322,7 @@ fn writable_by_others_is_refused() {
     let file = copy_into(&open_dir, &src, "libnetmix_strategy_round_robin.so", 0o644);
     fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o777)).unwrap();
     let err = load_plugin(&file).unwrap_err();
-    assert_one_line_naming(&err, &file, "its directory");
+    assert_one_line_naming(&err, &file, "its folder");
     fs::set_permissions(&open_dir, fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(load_plugin(&file).unwrap().name, "round-robin");
 }

@@ -30,6 +30,7 @@ pub fn lib_path(stem: &str) -> PathBuf {
 }
 
 /// Healthy interfaces `wan1..` with these weights, ids from 1.
+#[allow(dead_code)] // not every test file builds snapshots
 pub fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
     weights
         .iter()

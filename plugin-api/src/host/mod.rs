@@ -22,6 +22,9 @@ use abi_stable::{
 
 use crate::{HostMod_Ref, StrategyBox, StrategyError, StrategyMod_Ref, error::one_line};
 
+pub mod image;
+pub mod trust;
+
 /// Longest `reason` of a [`PluginLoadError`], in characters.
 pub const MAX_REASON_CHARS: usize = 200;
 
@@ -91,10 +94,15 @@ impl std::error::Error for PluginLoadError {}
 
 /// Loads one plugin file and checks that it is a compatible netmix strategy.
 ///
+/// Before the file is opened as a library (whose constructors would run inside `dlopen`), it
+/// must be one no other user could have written or swapped (see [`trust`]) and a complete
+/// library image (see [`image`]: a truncated file would crash the process when mapped).
+///
 /// # Errors
 ///
-/// One line naming the file and the cause: missing file, writable by group or others (unix),
-/// `cannot open: <dlopen error>`, `not a netmix plugin (no abi_stable root module)`,
+/// One line naming the file and the cause: missing file, `refused: …` (another user's file or
+/// folder, writable by group or others, a truncated or malformed library), `cannot open:
+/// <dlopen error>`, `not a netmix plugin (no abi_stable root module)`,
 /// `version mismatch: ...`, `ABI mismatch: ...`, or a failing root-module constructor.
 pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     let meta = std::fs::metadata(path)
@@ -102,9 +110,18 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     if !meta.is_file() {
         return Err(PluginLoadError::new(path, "not a regular file"));
     }
-    check_permissions(path)?;
+    // Everything is decided on the open file, before it is opened as a library: library
+    // constructors run inside dlopen, before any ABI check.
+    let opened = trust::open_trusted(path).map_err(|reason| PluginLoadError::new(path, reason))?;
+    image::check(&opened.file).map_err(|reason| PluginLoadError::new(path, reason))?;
 
-    let module = lib_header_from_path(path)
+    let loaded = lib_header_from_path(&opened.load_path);
+    // The dynamic loader knows the library by the name it was opened with, and never unloads
+    // it here: were this descriptor closed, its number — hence `/proc/self/fd/<n>`, the name —
+    // could be reused for the next plugin, and `dlopen` would hand back this one instead. So
+    // the descriptor stays open for the life of the process (one per plugin file tried).
+    std::mem::forget(opened);
+    let module = loaded
         .and_then(|header| header.init_root_module::<StrategyMod_Ref>())
         .map_err(|e| PluginLoadError::new(path, describe_library_error(&e)))?;
     Ok(LoadedPlugin {
@@ -140,53 +157,6 @@ pub fn load_dir(dir: &Path) -> (Vec<LoadedPlugin>, Vec<PluginLoadError>) {
         }
     }
     (loaded, errors)
-}
-
-/// Refuses a file that another user could have replaced: the file itself or its directory
-/// writable by group or others. (Ownership is not checked: std has no portable way to ask for
-/// the effective uid.)
-#[cfg(unix)]
-fn check_permissions(path: &Path) -> Result<(), PluginLoadError> {
-    use std::os::unix::fs::PermissionsExt;
-
-    const GROUP_OR_OTHER_WRITE: u32 = 0o022;
-    let canonical =
-        std::fs::canonicalize(path).map_err(|e| PluginLoadError::new(path, e.to_string()))?;
-    let mode = std::fs::metadata(&canonical)
-        .map_err(|e| PluginLoadError::new(path, e.to_string()))?
-        .permissions()
-        .mode();
-    if mode & GROUP_OR_OTHER_WRITE != 0 {
-        return Err(PluginLoadError::new(
-            path,
-            format!(
-                "refused: the file is writable by group or others (mode {:o}); chmod go-w it",
-                mode & 0o7777
-            ),
-        ));
-    }
-    if let Some(dir) = canonical.parent() {
-        let dir_mode = std::fs::metadata(dir)
-            .map_err(|e| PluginLoadError::new(path, e.to_string()))?
-            .permissions()
-            .mode();
-        if dir_mode & GROUP_OR_OTHER_WRITE != 0 {
-            return Err(PluginLoadError::new(
-                path,
-                format!(
-                    "refused: its directory {} is writable by group or others (mode {:o})",
-                    dir.display(),
-                    dir_mode & 0o7777
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_permissions(_path: &Path) -> Result<(), PluginLoadError> {
-    Ok(())
 }
 
 /// A short, one-cause description of an abi_stable loading error.

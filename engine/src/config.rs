@@ -278,17 +278,55 @@ pub struct DashboardConfig {
 }
 
 impl DashboardConfig {
-    /// The token file: configured, or under the user's state directory.
-    pub fn token_path(&self) -> PathBuf {
+    /// The token file: configured, or `netmix/dashboard-token` under the user's state
+    /// directory (`$XDG_STATE_HOME`, else `$HOME/.local/state`, else the home directory the
+    /// user database names for the user netmix runs as). Never a shared temporary folder:
+    /// another user could plant the file there first.
+    ///
+    /// # Errors
+    /// When no state directory can be found (then `dashboard.token_file` must be set).
+    pub fn token_path(&self) -> Result<PathBuf, String> {
         if let Some(p) = &self.token_file {
-            return p.clone();
+            return Ok(p.clone());
         }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-            .unwrap_or_else(std::env::temp_dir);
-        state.join("netmix").join("dashboard-token")
+        let state = state_dir(
+            std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
+            std::env::var_os("HOME").map(PathBuf::from),
+            account_home,
+        )
+        .ok_or_else(|| {
+            "no state folder for the dashboard token (neither XDG_STATE_HOME nor HOME is set \
+             and the user database names no home); set dashboard.token_file"
+                .to_owned()
+        })?;
+        Ok(state.join("netmix").join("dashboard-token"))
     }
+}
+
+/// The user's state folder: `xdg`, else `home/.local/state`, else `account_home()`'s
+/// `.local/state`. Empty values count as unset (XDG's rule).
+fn state_dir(
+    xdg: Option<PathBuf>,
+    home: Option<PathBuf>,
+    account_home: impl FnOnce() -> Option<PathBuf>,
+) -> Option<PathBuf> {
+    let set = |p: Option<PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    set(xdg).or_else(|| set(set(home).or_else(account_home)).map(|h| h.join(".local/state")))
+}
+
+/// The home directory the user database gives the user netmix runs as.
+#[cfg(unix)]
+fn account_home() -> Option<PathBuf> {
+    nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .map(|u| u.dir)
+}
+
+/// Windows has `%LOCALAPPDATA%` (see the Windows issue); nothing else here.
+#[cfg(not(unix))]
+fn account_home() -> Option<PathBuf> {
+    None
 }
 
 impl Default for DashboardConfig {
@@ -876,6 +914,29 @@ impl InterfaceFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_never_falls_back_to_a_shared_temp_folder() {
+        let p = |s: &str| Some(PathBuf::from(s));
+        let never = || -> Option<PathBuf> { panic!("not asked") };
+        assert_eq!(state_dir(p("/x"), p("/h"), never), p("/x"));
+        assert_eq!(state_dir(p(""), p("/h"), never), p("/h/.local/state"));
+        assert_eq!(
+            state_dir(None, None, || p("/acct")),
+            p("/acct/.local/state")
+        );
+        assert_eq!(state_dir(None, p(""), || None), None);
+        let mut d = DashboardConfig::default();
+        if let Ok(path) = d.token_path() {
+            assert!(
+                !path.starts_with(std::env::temp_dir()),
+                "{}",
+                path.display()
+            );
+        }
+        d.token_file = p("/etc/netmix/token");
+        assert_eq!(d.token_path().unwrap(), PathBuf::from("/etc/netmix/token"));
+    }
 
     #[test]
     fn empty_text_is_the_default() {

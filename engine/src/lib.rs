@@ -208,7 +208,9 @@ async fn start_dashboard(
 ) -> anyhow::Result<(Addr<DashboardFeed>, Batched<ConnEvent>)> {
     let d = &config.dashboard;
     let local = listener.local_addr().context("dashboard address")?;
-    let token_path = d.token_path();
+    let token_path = d
+        .token_path()
+        .map_err(|e| anyhow::anyhow!("dashboard token: {e}"))?;
     let (secret, created) = netmix_web::load_or_create_token(&token_path).with_context(|| {
         format!(
             "cannot read or create the dashboard token {}",

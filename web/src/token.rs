@@ -13,12 +13,14 @@ const TOKEN_BYTES: usize = 16;
 /// whitespace, so a file edited by hand (trailing newline) still works. New files hold 32
 /// lowercase hex characters from the OS random source and, on Unix, have mode `0600`; missing
 /// parent directories are created. An existing file readable by other users is narrowed to
-/// `0600` with a warning.
+/// `0600` with a warning. On Unix an existing file must be the running user's own regular file,
+/// not reached through a symlink: a token someone else planted is refused.
 ///
 /// # Errors
 ///
 /// Any I/O error creating or reading the file, `InvalidData` when an existing file holds no
-/// token (empty or whitespace only), and `Other` when the OS random source fails.
+/// token (empty or whitespace only), `PermissionDenied` for a symlink, a non-regular file or
+/// another user's file, and `Other` when the OS random source fails.
 pub fn load_or_create_token(path: &Path) -> io::Result<(String, bool)> {
     match read_token(path) {
         Ok(token) => return Ok((token, false)),
@@ -44,7 +46,9 @@ pub fn load_or_create_token(path: &Path) -> io::Result<(String, bool)> {
 }
 
 fn read_token(path: &Path) -> io::Result<String> {
-    let text = fs::read_to_string(path)?;
+    let mut file = open_own(path)?;
+    let mut text = String::new();
+    io::Read::read_to_string(&mut file, &mut text)?;
     let token = text.trim();
     if token.is_empty() {
         return Err(io::Error::new(
@@ -52,13 +56,61 @@ fn read_token(path: &Path) -> io::Result<String> {
             format!("token file {} is empty", path.display()),
         ));
     }
-    restrict_permissions(path)?;
+    restrict_permissions(&file, path)?;
     Ok(token.to_owned())
+}
+
+/// Opens an existing token file that is the running user's own: not through a symlink
+/// (`O_NOFOLLOW`), a regular file, owned by the user netmix runs as (checked on the open
+/// descriptor). Anything else another user could have planted is refused.
+#[cfg(unix)]
+fn open_own(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("token file {} is a symlink; refusing it", path.display()),
+                )
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("token file {} is not a regular file", path.display()),
+        ));
+    }
+    if meta.uid() != euid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "token file {} belongs to uid {}, not to the user netmix runs as (uid {euid}); \
+                 refusing a token someone else chose",
+                path.display(),
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+#[cfg(not(unix))]
+fn open_own(path: &Path) -> io::Result<fs::File> {
+    fs::File::open(path)
 }
 
 #[cfg(unix)]
 fn create_private(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    // `create_new` is O_EXCL: a symlink already at `path` fails instead of being followed.
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -75,23 +127,24 @@ fn create_private(path: &Path) -> io::Result<fs::File> {
         .open(path)
 }
 
+/// Narrows the open file to `0600` (on the descriptor: a path could have been swapped).
 #[cfg(unix)]
-fn restrict_permissions(path: &Path) -> io::Result<()> {
+fn restrict_permissions(file: &fs::File, path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(path)?.permissions().mode();
+    let mode = file.metadata()?.permissions().mode();
     if mode & 0o077 != 0 {
         tracing::warn!(
             path = %path.display(),
             mode = format_args!("{:o}", mode & 0o777),
             "Dashboard token file was readable by other users; restricted it to 0600."
         );
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
     }
     Ok(())
 }
 
 #[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> io::Result<()> {
+fn restrict_permissions(_file: &fs::File, _path: &Path) -> io::Result<()> {
     Ok(())
 }
 

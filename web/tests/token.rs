@@ -78,3 +78,36 @@ fn a_world_readable_token_file_is_narrowed_to_0600() {
         0o600
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_is_refused_and_its_target_left_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("symlink");
+    let victim = dir.0.join("victim");
+    fs::write(&victim, "0123456789abcdef0123456789abcdef\n").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o644)).unwrap();
+    let path = dir.0.join("dashboard-token");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    let err = load_or_create_token(&path).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("is a symlink"), "{err}");
+    let mode = fs::metadata(&victim).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644, "the link's target was not chmodded");
+}
+
+#[cfg(unix)]
+#[test]
+fn another_users_token_file_is_refused() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test makes a file owned by another user (chown): run it as root"
+    );
+    let dir = TempDir::new("foreign");
+    let path = dir.0.join("dashboard-token");
+    fs::write(&path, "chosen-by-someone-else\n").unwrap();
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    let err = load_or_create_token(&path).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    assert!(err.to_string().contains("belongs to uid 65534"), "{err}");
+}

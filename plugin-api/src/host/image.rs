@@ -30,8 +30,7 @@ pub fn check(file: &File) -> Result<(), String> {
         ));
     }
     let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file
-        .take(MAX_IMAGE_BYTES + 1)
+    file.take(MAX_IMAGE_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(|e| format!("cannot read: {e}"))?;
     check_bytes(&data)

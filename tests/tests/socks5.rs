@@ -532,3 +532,44 @@ async fn the_connection_cap_fits_the_open_files_limit_and_clients_past_it_wait()
         engine.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deny_list_covers_every_spelling_of_the_local_host() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(
+        &lab,
+        &config(
+            "\"wan*\"",
+            "[socks]\ndeny = [\"127.0.0.0/8\", \"::1/128\"]\n",
+        ),
+    );
+    let socks = engine.socks_addr();
+    let code = |t: Target| {
+        let lab = &lab;
+        async move {
+            let s = lab.connect_client(socks).await;
+            socks5_connect(s, t, None).await.expect("exchange").code
+        }
+    };
+    // Each of these names this host (where the outbound socket is bound by source address
+    // only, a connect to it reaches services listening on 0.0.0.0, netmix's own SOCKS port
+    // among them), so a deny list of 127.0.0.0/8 and ::1 must cover them all.
+    let port = socks.port();
+    for t in [
+        Target::Ip((Ipv4Addr::LOCALHOST, port).into()),
+        Target::Ip(format!("0.0.0.0:{port}").parse().unwrap()),
+        Target::Domain("0".into(), port),
+        Target::Ip(format!("[::ffff:127.0.0.1]:{port}").parse().unwrap()),
+        Target::Ip(format!("[::]:{port}").parse().unwrap()),
+        Target::Ip(format!("[::1]:{port}").parse().unwrap()),
+    ] {
+        let shown = format!("{t:?}");
+        assert_eq!(code(t).await, 0x02, "{shown} is denied");
+    }
+    assert_eq!(
+        code(target(WHOAMI_PORT)).await,
+        0x00,
+        "others still connect"
+    );
+}

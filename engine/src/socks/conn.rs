@@ -150,10 +150,7 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
             return;
         }
     };
-    if let Some(denied) = addrs
-        .iter()
-        .find(|a| ctx.deny.iter().any(|n| n.contains(&a.ip())))
-    {
+    if let Some(denied) = addrs.iter().find(|a| is_denied(&ctx.deny, a.ip())) {
         tracing::info!(%peer, %target, %denied, "Destination not allowed by socks.deny.");
         let _ = handshake::write_reply(&mut client, Reply::NotAllowed, None).await;
         return;
@@ -558,6 +555,23 @@ struct Connected {
     _in_flight: InFlight,
 }
 
+/// Whether `socks.deny` covers `ip`, judged by where a connect to it really goes: an
+/// IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is the IPv4 address it carries, and the
+/// "this host" addresses (`0.0.0.0/8`, `::`) reach the local host, so they count as loopback
+/// (`127.0.0.1`, `::1`). Otherwise a deny list of `127.0.0.0/8` would not stop `0.0.0.0` or
+/// `::ffff:127.0.0.1`.
+fn is_denied(deny: &[IpNet], ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = ip.to_canonical();
+    let effective = match ip {
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    };
+    deny.iter()
+        .any(|n| n.contains(&ip) || n.contains(&effective))
+}
+
 /// Resolves the target once. A name resolves through the system resolver (hosts file, DNS).
 async fn resolve(
     target: &TargetAddr,
@@ -621,6 +635,33 @@ mod tests {
         assert_eq!(reply_for(&io(io::ErrorKind::Other)), Reply::GeneralFailure);
         assert!(!io(io::ErrorKind::ConnectionRefused).is_interface_side());
         assert!(ConnectError::Timeout.is_interface_side());
+    }
+
+    #[test]
+    fn the_deny_list_cannot_be_bypassed_by_another_spelling() {
+        let deny: Vec<IpNet> = ["127.0.0.0/8", "::1/128", "198.19.0.128/25"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "::ffff:127.0.0.1",
+            "::ffff:0.0.0.0",
+            "::",
+            "::1",
+            "::ffff:198.19.0.200",
+        ] {
+            assert!(is_denied(&deny, ip.parse().unwrap()), "{ip} must be denied");
+        }
+        for ip in ["198.19.0.1", "::ffff:198.19.0.1", "2001:db8::1"] {
+            assert!(!is_denied(&deny, ip.parse().unwrap()), "{ip} is allowed");
+        }
+        assert!(
+            !is_denied(&[], "0.0.0.0".parse().unwrap()),
+            "no deny list, nothing denied"
+        );
     }
 
     #[test]

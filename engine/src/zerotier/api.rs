@@ -171,6 +171,20 @@ pub enum ApiError {
     /// The body is not what the API documents.
     #[error("unexpected answer to {0}: {1}")]
     BadJson(&'static str, String),
+    /// The answer is larger than the API ever sends: not the ZeroTier service, or a broken one.
+    #[error("the answer to {0} is larger than {max} KiB", max = MAX_BODY >> 10)]
+    TooLarge(&'static str),
+    /// The port is held by a program of another user (while ZeroTier is down, any user can
+    /// bind it): the token is not sent there.
+    #[error(
+        "port {port} is held by uid {uid}, not by root or netmix's user: not sending the token"
+    )]
+    Impostor {
+        /// The port.
+        port: u16,
+        /// Who holds it.
+        uid: u32,
+    },
 }
 
 impl ApiError {
@@ -181,6 +195,8 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Status(..) => "http-status",
             Self::BadJson(..) => "bad-json",
+            Self::TooLarge(_) => "too-large",
+            Self::Impostor { .. } => "impostor",
         }
     }
 }
@@ -203,7 +219,11 @@ pub struct Poll {
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    port: u16,
 }
+
+/// Largest answer read from the service, in bytes (its real answers are a few KiB).
+pub const MAX_BODY: usize = 1 << 20;
 
 impl Client {
     /// A client for `http://127.0.0.1:{port}` with `token` in the `X-ZT1-Auth` header (marked
@@ -220,12 +240,15 @@ impl Client {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
+            // A redirect would carry the token header elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Self {
             http,
             base: format!("http://127.0.0.1:{port}"),
+            port,
         })
     }
 
@@ -237,11 +260,21 @@ impl Client {
             .await
             .map_err(|e| ApiError::Unreachable(error_chain(&e)))?;
         match resp.status().as_u16() {
-            200 => resp
-                .bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| ApiError::Unreachable(error_chain(&e))),
+            200 => {
+                let mut resp = resp;
+                let mut body = Vec::new();
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .map_err(|e| ApiError::Unreachable(error_chain(&e)))?
+                {
+                    if body.len() + chunk.len() > MAX_BODY {
+                        return Err(ApiError::TooLarge(path));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body)
+            }
             401 => Err(ApiError::Unauthorized),
             code => Err(ApiError::Status(code, path)),
         }
@@ -252,6 +285,12 @@ impl Client {
     /// # Errors
     /// The first failure (see [`ApiError`]).
     pub async fn poll(&self) -> Result<Poll, ApiError> {
+        if let Some(uid) = port_owner::foreign_listener(self.port) {
+            return Err(ApiError::Impostor {
+                port: self.port,
+                uid,
+            });
+        }
         let (status, networks, peers) =
             tokio::join!(self.get("/status"), self.get("/network"), self.get("/peer"));
         let status: Status = serde_json::from_slice(&status?)
@@ -266,6 +305,58 @@ impl Client {
             peers: peers.into_iter().filter(|p| p.address.is_some()).collect(),
             skipped: bad_nets + bad_peers,
         })
+    }
+}
+
+/// Who listens on a loopback port: the token goes only to a listener of root or of the user
+/// netmix runs as (Linux: from `/proc/net/tcp` and `/proc/net/tcp6`; elsewhere not checked).
+/// A ZeroTier One service run under a dedicated account would be refused; the usual packages
+/// run it as root.
+mod port_owner {
+    /// A loopback (or wildcard) TCP listener on `port` owned by another user: its uid.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub fn foreign_listener(port: u16) -> Option<u32> {
+        let euid = nix::unistd::geteuid().as_raw();
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|table| listeners(&table, port))
+            .find(|&uid| uid != 0 && uid != euid)
+    }
+
+    /// Not checked on this platform.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    pub fn foreign_listener(_port: u16) -> Option<u32> {
+        None
+    }
+
+    /// The uids of LISTEN sockets on `port` bound to a loopback or wildcard address, from the
+    /// text of `/proc/net/tcp{,6}` (addresses in hex, as the kernel stores them).
+    pub fn listeners(table: &str, port: u16) -> Vec<u32> {
+        const LISTEN: &str = "0A";
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let (local, state, uid) = (cols.get(1)?, cols.get(3)?, cols.get(7)?);
+                let (addr, p) = local.split_once(':')?;
+                if *state != LISTEN || u16::from_str_radix(p, 16).ok()? != port {
+                    return None;
+                }
+                let reachable = matches!(
+                    addr,
+                    // 127.0.0.1, 0.0.0.0 (IPv4, one little-endian word)
+                    "0100007F" | "00000000"
+                    // ::1, ::, ::ffff:127.0.0.1, ::ffff:0.0.0.0 (four little-endian words)
+                    | "00000000000000000000000001000000"
+                    | "00000000000000000000000000000000"
+                    | "0000000000000000FFFF00000100007F"
+                    | "0000000000000000FFFF000000000000"
+                ) || addr.ends_with("7F") && addr.len() == 8;
+                reachable.then(|| uid.parse().ok()).flatten()
+            })
+            .collect()
     }
 }
 
@@ -429,6 +520,141 @@ fn refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback HTTP server answering every request with `answer` (head and body); counts the
+    /// requests that carried the auth header.
+    async fn answering(answer: Vec<u8>) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tokens = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = tokens.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (answer, seen) = (answer.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut head = vec![0u8; 4096];
+                    let n = s.read(&mut head).await.unwrap_or(0);
+                    if String::from_utf8_lossy(&head[..n])
+                        .to_ascii_lowercase()
+                        .contains("x-zt1-auth")
+                    {
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = s.write_all(&answer).await;
+                });
+            }
+        });
+        (port, tokens)
+    }
+
+    fn token() -> AuthToken {
+        AuthToken::new("secret-token-value").unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_past_a_mebibyte_are_refused() {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1024
+        )
+        .into_bytes();
+        answer.resize(answer.len() + MAX_BODY + 1024, b' ');
+        let (port, _) = answering(answer).await;
+        let err = Client::new(port, &token())
+            .unwrap()
+            .poll()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApiError::TooLarge(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed_with_the_token() {
+        use std::sync::atomic::Ordering;
+        let (elsewhere, carried) =
+            answering(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec()).await;
+        let redirect = format!(
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{elsewhere}/status\r\nContent-Length: 0\r\n\r\n"
+        );
+        let (port, _) = answering(redirect.into_bytes()).await;
+        let err = Client::new(port, &token())
+            .unwrap()
+            .poll()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ApiError::Status(302, _)), "{err}");
+        assert_eq!(
+            carried.load(Ordering::Relaxed),
+            0,
+            "the token went to the redirect target"
+        );
+    }
+
+    #[test]
+    fn listeners_are_read_from_the_kernel_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:26B9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  65534        0 1 1 0 100 0 0 10 0\n\
+   1: 0100007F:26B9 0100007F:9C40 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0\n\
+   2: 0A12C802:26B9 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 3 1 0 100 0 0 10 0\n\
+   3: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n";
+        assert_eq!(
+            port_owner::listeners(tcp, 9913),
+            vec![65534],
+            "loopback LISTEN only"
+        );
+        assert_eq!(port_owner::listeners(tcp, 80), vec![0]);
+        let tcp6 = "  sl  local_address rem_address st ...\n\
+   0: 00000000000000000000000001000000:26B9 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  42 0 5\n";
+        assert_eq!(port_owner::listeners(tcp6, 9913), vec![42]);
+    }
+
+    /// While ZeroTier is down any user can bind its port: a listener of another user never
+    /// gets the token (nor a connection).
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[tokio::test]
+    async fn a_listener_of_another_user_gets_no_token() {
+        use std::os::unix::process::CommandExt as _;
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test runs a listener as another user (uid 65534): run it as root"
+        );
+        let script = "import socket,sys\n\
+s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(8)\n\
+print(s.getsockname()[1], flush=True)\n\
+c,_=s.accept(); print('GOT', c.recv(4096), flush=True)\n";
+        // The system interpreter: uid 65534 cannot enter root's own toolchains.
+        let python = ["/usr/bin/python3", "/bin/python3"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("python3");
+        let mut child = std::process::Command::new(python)
+            .args(["-c", script])
+            .uid(65534)
+            .gid(65534)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let err = Client::new(port, &token())
+            .unwrap()
+            .poll()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::Impostor { uid: 65534, .. }),
+            "{err}"
+        );
+        let _ = child.kill();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        let _ = child.wait();
+        assert!(!rest.contains("GOT"), "the impostor was contacted: {rest}");
+    }
 
     const NETWORKS: &str = include_str!("testdata/network_list.json");
     const PEERS: &str = include_str!("testdata/peer_list.json");

@@ -51,7 +51,18 @@ pub(crate) fn all(
         .recover(handlers::handle_rejection)
         .unify()
         .with(warp::reply::with::headers(security_headers()))
-        .with(warp::trace::request())
+        // One debug line per request: a client's 4xx is not the operator's problem (warp's
+        // own tracing says WARN for each), and the line must not be a way to flood the log.
+        .with(warp::log::custom(|info| {
+            tracing::debug!(
+                target: "netmix_web::request",
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                elapsed_ms = info.elapsed().as_millis() as u64,
+                "Dashboard request."
+            );
+        }))
 }
 
 /// The routes themselves, without guard or recovery. Boxed to keep the filter type (and compile
@@ -190,6 +201,7 @@ pub(crate) fn live(
     stop: Stop,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let allowed: Arc<[String]> = ctx.config.allowed_hosts.clone().into();
+    let feeds = Arc::new(tokio::sync::Semaphore::new(crate::MAX_LIVE_FEEDS));
     warp::path!("ws")
         .and(warp::get())
         .and(origin_guard(allowed))
@@ -198,10 +210,22 @@ pub(crate) fn live(
         .and(with_ctx(ctx))
         .map(
             move |query: WsQuery, upgrade: warp::ws::Ws, ctx: WebContext| {
+                let Ok(slot) = feeds.clone().try_acquire_owned() else {
+                    return handlers::error(
+                        warp::http::StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "too many live feeds (at most {}); close another dashboard tab",
+                            crate::MAX_LIVE_FEEDS
+                        ),
+                    );
+                };
                 let stop = stop.clone();
                 upgrade
                     .max_message_size(64 * 1024)
-                    .on_upgrade(move |socket| crate::ws::run(socket, ctx, query.connections, stop))
+                    .on_upgrade(move |socket| async move {
+                        crate::ws::run(socket, ctx, query.connections, stop).await;
+                        drop(slot);
+                    })
                     .into_response()
             },
         )

@@ -185,7 +185,7 @@ fn json<T: Serialize + ?Sized>(value: &T) -> Response {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let body = ErrorBody {
         error: message.into(),
     };

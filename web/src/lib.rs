@@ -193,16 +193,121 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
     let addr = listener.local_addr().ok();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let service = warp::service(filters::all(ctx, Some(stop_rx)));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut turned_away = RateLimited::new(std::time::Duration::from_secs(10));
     tracing::info!(addr = ?addr, "Dashboard listening.");
-    warp::serve(filters::all(ctx, Some(stop_rx)))
-        .incoming(listener)
-        .graceful(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .run()
-        .await;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // Out of descriptors or similar: back off instead of spinning.
+                    tracing::debug!(%error, "Dashboard accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the cap: close at once (the proxy's descriptors are not the dashboard's to
+        // take), and say so now and then, not per connection.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            if let Some(dropped) = turned_away.hit() {
+                tracing::warn!(
+                    %peer,
+                    dropped,
+                    max = MAX_CONNECTIONS,
+                    "Dashboard connections at the cap; closing new ones."
+                );
+            }
+            continue;
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(64 * 1024);
+        let conn = http
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(service.clone()),
+            )
+            .with_upgrades();
+        let mut stop = stop_tx.subscribe();
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                () = async { let _ = stop.wait_for(|stopped| *stopped).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut())
+                        .await
+                        .unwrap_or(Ok(()))
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "Dashboard connection ended with an error.");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Live feeds and connections are told to stop; requests in flight get a moment.
+    let _ = stop_tx.send(true);
+    let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await;
     tracing::info!(addr = ?addr, "Dashboard stopped.");
+}
+
+/// Most dashboard connections served at once (the page, its API polls and its live feed take a
+/// few each; the rest is headroom). Connections past it are closed at once. The engine keeps
+/// this many descriptors in reserve, so the dashboard can never starve the proxy.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long shutdown waits for dashboard requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Most live feeds (`/ws`) at once; more get 503.
+pub const MAX_LIVE_FEEDS: usize = 16;
+
+/// A client must send a request's headers within this, or the connection is closed; it also
+/// bounds how long an idle keep-alive connection stays open.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts events and lets one log line through per period: `hit` returns the number of events
+/// since the last line when a line is due.
+struct RateLimited {
+    every: std::time::Duration,
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl RateLimited {
+    fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            last: None,
+            count: 0,
+        }
+    }
+
+    fn hit(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
 }

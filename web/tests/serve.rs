@@ -149,3 +149,124 @@ async fn serve_answers_real_http_and_shuts_down_gracefully() {
         "listener still accepting"
     );
 }
+
+/// Starts `serve` on loopback; returns its address and the stop handle.
+async fn start() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut h = harness();
+    h.ctx.config = WebConfig {
+        token: common::TOKEN.to_owned(),
+        allowed_hosts: WebConfig::loopback_hosts(addr.port()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(h.ctx.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, server)
+}
+
+/// Whether the server closes `stream` within `within` (EOF or reset).
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn get_status(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let (head, _) = read_head(&mut s).await;
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_and_silent_ones_closed() {
+    let (addr, stop, server) = start().await;
+    // Silent clients (no request at all, or headers that never end) up to the cap.
+    let mut held = Vec::new();
+    for i in 0..netmix_web::MAX_CONNECTIONS {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /api/feed HTTP/1.1\r\nHost: ")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    // Let the server accept them all, then one more is closed at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)).await,
+        "a connection past the cap is closed at once"
+    );
+    // Every silent one is closed by the header timeout, and then good clients are served.
+    let deadline = netmix_web::HEADER_TIMEOUT + Duration::from_secs(3);
+    for (i, s) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, deadline).await,
+            "silent connection {i} still open after {deadline:?}"
+        );
+    }
+    assert_eq!(get_status(addr, "/api/strategy").await, "HTTP/1.1 200 OK");
+    stop.send(()).unwrap();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_feeds_are_capped() {
+    let (addr, stop, server) = start().await;
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let mut feeds = Vec::new();
+    for _ in 0..netmix_web::MAX_LIVE_FEEDS {
+        let mut ws = TcpStream::connect(addr).await.unwrap();
+        ws.write_all(upgrade.as_bytes()).await.unwrap();
+        let (head, _) = read_head(&mut ws).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        feeds.push(ws);
+    }
+    let mut one_more = TcpStream::connect(addr).await.unwrap();
+    one_more.write_all(upgrade.as_bytes()).await.unwrap();
+    let (head, _) = read_head(&mut one_more).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    // Closing one frees its place.
+    drop(feeds.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut ws = TcpStream::connect(addr).await.unwrap();
+        ws.write_all(upgrade.as_bytes()).await.unwrap();
+        let (head, _) = read_head(&mut ws).await;
+        if head.starts_with("HTTP/1.1 101") {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        again.is_some(),
+        "a closed feed's place is given to the next one"
+    );
+    stop.send(()).unwrap();
+    timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -17,13 +17,22 @@ use tracing::Instrument;
 
 use super::conn::{ServeContext, serve};
 
-/// File descriptors kept for everything but relayed connections (dashboard clients, probes,
-/// the ZeroTier client, logs, plugins; on Linux the relay's splice pipes, two each), at most
-/// an eighth of the limit.
+/// File descriptors kept for everything but relayed connections, at most an eighth of the
+/// limit: the dashboard's capped connections and live feeds (so it can never starve the proxy),
+/// probes, the ZeroTier client, logs, plugin files; on Linux the relay's splice pipes, two each.
+const FD_RESERVE: usize = 64
+    + netmix_web::MAX_CONNECTIONS
+    + netmix_web::MAX_LIVE_FEEDS
+    + if cfg!(any(target_os = "linux", target_os = "android")) {
+        2 * SPLICE_PIPES
+    } else {
+        0
+    };
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
-const FD_RESERVE: usize = 128 + 2 * super::splice::MAX_PIPES;
+const SPLICE_PIPES: usize = super::splice::MAX_PIPES;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-const FD_RESERVE: usize = 128;
+const SPLICE_PIPES: usize = 0;
 
 /// How many relayed connections an open-files limit leaves room for: two sockets each (the
 /// client's and the outbound one) after a reserve for everything else.

@@ -573,3 +573,122 @@ async fn the_deny_list_covers_every_spelling_of_the_local_host() {
         "others still connect"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_cannot_keep_a_good_one_waiting() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    // A small connection cap (64: 16 pending handshakes), and a long handshake deadline, so
+    // that silent clients would hold their places for a long time.
+    let engine = spawn_engine(
+        &lab,
+        &config("\"wan*\"", "[socks]\nmax_connections = 64\n")
+            .replace("handshake_ms = 1500", "handshake_ms = 30000"),
+    );
+    let socks = engine.socks_addr();
+    let mut silent = Vec::new();
+    for i in 0..200 {
+        let mut s = lab.connect_client(socks).await;
+        if i % 2 == 0 {
+            // A slow drip: the greeting's first byte, then nothing.
+            s.write_all(&[5]).await.unwrap();
+        }
+        silent.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let s = lab.connect_client(socks).await;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(3),
+        socks5_connect(s, target(WHOAMI_PORT), None),
+    )
+    .await
+    .expect("a good client is served at once")
+    .unwrap();
+    assert_eq!(reply.code, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
+    // The silent ones lost their places: most are closed already.
+    let mut closed = 0;
+    for s in &mut silent {
+        let mut b = [0u8; 8];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(20), s.read(&mut b)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(
+        closed >= 150,
+        "only {closed} of 200 silent connections were let go"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_slow_down_and_are_reported_once() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    let engine = spawn_engine(
+        &lab,
+        &config(
+            "\"wan*\"",
+            "[[socks.auth.users]]\nusername = \"alice\"\npassword = \"secret\"\n",
+        ),
+    );
+    let socks = engine.socks_addr();
+    let mut took = Vec::new();
+    for _ in 0..6 {
+        let s = lab.connect_client(socks).await;
+        let started = Instant::now();
+        let err = socks5_connect(s, target(WHOAMI_PORT), Some(("alice", "guess")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        took.push(started.elapsed());
+    }
+    assert!(
+        took[..3].iter().all(|t| *t < Duration::from_millis(200)),
+        "{took:?}"
+    );
+    assert!(
+        took[3] >= Duration::from_millis(240),
+        "4th failure answered after {:?}",
+        took[3]
+    );
+    assert!(
+        took[5] >= Duration::from_millis(980),
+        "6th failure answered after {:?}",
+        took[5]
+    );
+    // The right password still works, and resets the back-off.
+    let s = lab.connect_client(socks).await;
+    let ok = socks5_connect(s, target(WHOAMI_PORT), Some(("alice", "secret")))
+        .await
+        .unwrap();
+    assert_eq!(ok.code, 0);
+    let s = lab.connect_client(socks).await;
+    let started = Instant::now();
+    let _ = socks5_connect(s, target(WHOAMI_PORT), Some(("alice", "guess"))).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "back-off reset by the success"
+    );
+    let logs = engine.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("SOCKS authentication failed"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one INFO line per client per minute: {lines:#?}"
+    );
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("client=127.0.0.1"),
+        "{}",
+        lines[0]
+    );
+}

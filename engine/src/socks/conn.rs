@@ -17,6 +17,7 @@ use tokio::time::{Instant, timeout};
 use abi_stable::std_types::{RArc, RNone, RSome, RString};
 use netmix_plugin_api as api;
 
+use super::guard::{AuthGuard, HandshakePool};
 use super::handshake::{self, Credentials, Reply, TargetAddr};
 use super::relay::{Totals, relay};
 use crate::batch::Batched;
@@ -74,8 +75,33 @@ pub struct ServeContext {
     pub feed: Option<Batched<ConnEvent>>,
     /// The connection log for learning (None: off).
     pub conn_log: Option<ConnLog>,
+    /// Connections still in their handshake (bounded; the oldest is evicted for a new one).
+    pub handshakes: HandshakePool,
+    /// Failed logins per client (back-off).
+    pub auth: AuthGuard,
     /// Next connection id.
     next_id: AtomicU64,
+}
+
+/// One client's view of the users: failures count against its address.
+struct ClientCredentials<'a> {
+    users: &'a Users,
+    client: std::net::IpAddr,
+    guard: &'a AuthGuard,
+}
+
+impl Credentials for ClientCredentials<'_> {
+    fn check(&self, username: &[u8], password: &[u8]) -> bool {
+        let ok = self.users.check(username, password);
+        if ok {
+            self.guard.succeeded(self.client);
+        }
+        ok
+    }
+
+    fn failure_delay(&self) -> Duration {
+        self.guard.failed(self.client, std::time::Instant::now())
+    }
 }
 
 impl ServeContext {
@@ -106,6 +132,8 @@ impl ServeContext {
             events,
             feed,
             conn_log,
+            handshakes: HandshakePool::for_max_connections(config.socks.max_connections),
+            auth: AuthGuard::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -119,13 +147,24 @@ pub async fn serve(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ServeContex
         let _ = client.set_nodelay(true);
     }
     // === negotiate ===
-    let creds = ctx.users.as_ref().map(|u| u as &dyn Credentials);
-    let request = match timeout(
-        ctx.handshake_timeout,
-        handshake::negotiate(&mut client, creds),
-    )
-    .await
-    {
+    let creds = ctx.users.as_ref().map(|users| ClientCredentials {
+        users,
+        client: peer.ip(),
+        guard: &ctx.auth,
+    });
+    let place = ctx.handshakes.enter();
+    let negotiated = tokio::select! {
+        r = timeout(
+            ctx.handshake_timeout,
+            handshake::negotiate(&mut client, creds.as_ref().map(|c| c as &dyn Credentials)),
+        ) => r,
+        () = place.evicted.cancelled() => {
+            tracing::debug!(%peer, "Handshake evicted: the pool of pending handshakes is full.");
+            return;
+        }
+    };
+    drop(place);
+    let request = match negotiated {
         Err(_) => {
             tracing::debug!(%peer, "Handshake timed out; closing.");
             return;

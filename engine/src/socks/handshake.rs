@@ -76,6 +76,12 @@ impl fmt::Display for TargetAddr {
 pub trait Credentials: Send + Sync {
     /// True when the pair is accepted.
     fn check(&self, username: &[u8], password: &[u8]) -> bool;
+
+    /// How long to wait before telling the client its credentials failed (a back-off against
+    /// guessing); called after a failed [`Credentials::check`]. None by default.
+    fn failure_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Why a handshake ended without a CONNECT to serve.
@@ -175,6 +181,10 @@ where
         let [plen] = r.array::<1, _>(stream).await?;
         let pass = r.take(stream, usize::from(plen)).await?;
         if !credentials.check(user, pass) {
+            let delay = credentials.failure_delay();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             stream.write_all(&[AUTH_VERSION, 0x01]).await?;
             return Err(HandshakeError::AuthFailed);
         }

@@ -2,6 +2,7 @@
 //! plain tokio task ([`conn::serve`]): handshake, interface choice, bound connect, relay.
 
 pub mod conn;
+pub mod guard;
 pub mod handshake;
 pub(crate) mod listener;
 pub mod relay;

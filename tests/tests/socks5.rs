@@ -692,3 +692,76 @@ async fn failed_logins_slow_down_and_are_reported_once() {
         lines[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_then_closes() {
+    let lab = Lab::with_links(1);
+    let _servers = lab.start_servers().await;
+    let mut engine = spawn_engine(
+        &lab,
+        &config("\"wan*\"", "shutdown_grace_period_secs = 3\n"),
+    );
+    let socks = engine.socks_addr();
+    let mut streams = Vec::with_capacity(500);
+    for i in 0..500 {
+        let s = echo_through(&lab, socks)
+            .await
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+        streams.push(s);
+    }
+    let signalled = Instant::now();
+    engine.signal(nix::sys::signal::Signal::SIGTERM);
+    // New clients are turned away at once...
+    let mut refused = false;
+    for _ in 0..50 {
+        if lab
+            .try_connect_client(socks, Duration::from_millis(200))
+            .await
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the SOCKS port still accepts after SIGTERM");
+    assert!(signalled.elapsed() < Duration::from_secs(1));
+    // ...while every open stream keeps working during the grace period.
+    for (i, s) in streams.iter_mut().enumerate() {
+        s.write_all(b"y")
+            .await
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+        let mut b = [0u8; 1];
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("stream {i} stalled during the grace period"))
+            .unwrap_or_else(|e| panic!("stream {i}: {e}"));
+        assert_eq!(&b, b"y");
+    }
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "checked within the grace period"
+    );
+    // Then netmix closes them and exits cleanly.
+    let status = engine
+        .wait_exit(Duration::from_secs(8))
+        .expect("exits after the grace period");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(3),
+        "waited for the streams"
+    );
+    for (i, s) in streams.iter_mut().enumerate().step_by(25) {
+        let mut b = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0) | Err(_))),
+            "stream {i} still open after exit: {r:?}"
+        );
+    }
+    assert!(
+        engine.logs().contains("Grace period over"),
+        "says it closed open connections: {}",
+        engine.logs()
+    );
+}

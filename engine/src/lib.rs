@@ -39,6 +39,8 @@ pub mod config;
 pub mod connlog;
 pub mod events;
 pub mod feed;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod iface;
 pub mod manager;

@@ -54,17 +54,8 @@ fn load(stem: &str) -> LoadedPlugin {
     load_plugin(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A fresh private directory for one test (mode 0755, so the loader accepts it).
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("netmix-plugin-api-load")
-        .join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    for d in [dir.parent().unwrap(), dir.as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
+    common::scratch_dir("netmix-plugin-api-load", name)
 }
 
 fn copy_into(dir: &Path, src: &Path, name: &str, mode: u32) -> PathBuf {

@@ -28,18 +28,8 @@ fn require_root() {
     );
 }
 
-/// A fresh folder for one test, mode 0755, owned by root (the test runs as root), on a path
-/// of safe folders (`target/tmp`).
 fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("netmix-plugin-api-trust")
-        .join(name);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    for d in [dir.parent().unwrap(), dir.as_path()] {
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    dir
+    common::scratch_dir("netmix-plugin-api-trust", name)
 }
 
 fn mode(path: &Path, mode: u32) {

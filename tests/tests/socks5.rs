@@ -23,6 +23,12 @@ fn all_wan() -> String {
     config("\"wan*\"", "")
 }
 
+/// The reply code netmix gives a no-auth CONNECT to `t`.
+async fn reply_code(lab: &Lab, socks: SocketAddr, t: Target) -> u8 {
+    let s = lab.connect_client(socks).await;
+    socks5_connect(s, t, None).await.expect("exchange").code
+}
+
 fn target(port: u16) -> Target {
     Target::Ip(SocketAddr::new(TARGET.into(), port))
 }
@@ -133,13 +139,7 @@ async fn every_reply_code_is_provoked() {
         &config("\"wan*\"", "[socks]\ndeny = [\"198.19.0.128/25\"]\n"),
     );
     let socks = engine.socks_addr();
-    let code = |t: Target| {
-        let lab = &lab;
-        async move {
-            let s = lab.connect_client(socks).await;
-            socks5_connect(s, t, None).await.expect("exchange").code
-        }
-    };
+    let code = |t: Target| reply_code(&lab, socks, t);
     assert_eq!(code(target(WHOAMI_PORT)).await, 0x00, "succeeded");
     assert_eq!(code(target(REFUSED_PORT)).await, 0x05, "refused port");
     assert_eq!(
@@ -545,13 +545,7 @@ async fn the_deny_list_covers_every_spelling_of_the_local_host() {
         ),
     );
     let socks = engine.socks_addr();
-    let code = |t: Target| {
-        let lab = &lab;
-        async move {
-            let s = lab.connect_client(socks).await;
-            socks5_connect(s, t, None).await.expect("exchange").code
-        }
-    };
+    let code = |t: Target| reply_code(&lab, socks, t);
     // Each of these names this host (where the outbound socket is bound by source address
     // only, a connect to it reaches services listening on 0.0.0.0, netmix's own SOCKS port
     // among them), so a deny list of 127.0.0.0/8 and ::1 must cover them all.

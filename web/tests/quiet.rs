@@ -6,10 +6,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::harness;
-use netmix_web::{WebConfig, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -34,17 +32,7 @@ async fn refused_and_aborted_requests_are_not_warnings() {
         .with_max_level(tracing::Level::INFO)
         .init();
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut h = harness();
-    h.ctx.config = WebConfig {
-        token: common::TOKEN.to_owned(),
-        allowed_hosts: WebConfig::loopback_hosts(addr.port()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(h.ctx.clone(), listener, async move {
-        let _ = stop_rx.await;
-    }));
+    let (addr, stop_tx, server) = common::start_serving().await;
     for i in 0..40 {
         let mut s = TcpStream::connect(addr).await.unwrap();
         let request = match i % 4 {

@@ -150,26 +150,6 @@ async fn serve_answers_real_http_and_shuts_down_gracefully() {
     );
 }
 
-/// Starts `serve` on loopback; returns its address and the stop handle.
-async fn start() -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut h = harness();
-    h.ctx.config = WebConfig {
-        token: common::TOKEN.to_owned(),
-        allowed_hosts: WebConfig::loopback_hosts(addr.port()),
-    };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(h.ctx.clone(), listener, async move {
-        let _ = stop_rx.await;
-    }));
-    (addr, stop_tx, server)
-}
-
 /// Whether the server closes `stream` within `within` (EOF or reset).
 async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     let mut buf = [0u8; 1024];
@@ -192,7 +172,7 @@ async fn get_status(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_and_silent_ones_closed() {
-    let (addr, stop, server) = start().await;
+    let (addr, stop, server) = common::start_serving().await;
     // Silent clients (no request at all, or headers that never end) up to the cap.
     let mut held = Vec::new();
     for i in 0..netmix_web::MAX_CONNECTIONS {
@@ -229,7 +209,7 @@ async fn connections_are_capped_and_silent_ones_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_feeds_are_capped() {
-    let (addr, stop, server) = start().await;
+    let (addr, stop, server) = common::start_serving().await;
     let upgrade = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\nConnection: Upgrade\r\n\
          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests that load real plugin files.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use netmix_plugin_api::InterfaceSnapshot;
@@ -41,4 +42,19 @@ pub fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
             s
         })
         .collect()
+}
+
+/// A fresh folder `<target tmp>/<group>/<name>` (and its parent) with mode 0755, owned by the
+/// test's user: a folder the plugin loader accepts.
+#[allow(dead_code)] // not every test file makes folders
+pub fn scratch_dir(group: &str, name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for d in [dir.parent().unwrap(), dir.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
 }

@@ -240,3 +240,24 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
         zerotier: None,
     }
 }
+
+/// `serve` on a fresh loopback port with the test context (allowed hosts fitted to the port):
+/// its address, the stop handle and the task.
+pub async fn start_serving() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut h = harness();
+    h.ctx.config = WebConfig {
+        token: TOKEN.to_owned(),
+        allowed_hosts: WebConfig::loopback_hosts(addr.port()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(netmix_web::serve(h.ctx.clone(), listener, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, server)
+}

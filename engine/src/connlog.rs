@@ -101,6 +101,9 @@ pub struct ConnRecord {
     pub id: u64,
     /// Client address.
     pub client: String,
+    /// How the client asked: `socks5`, `socks4`, `http-connect`, `http-forward`, `socks5-udp`,
+    /// `socks5-bind`.
+    pub protocol: String,
     /// Host name the client asked for, if any.
     pub host: Option<String>,
     /// Destination address.

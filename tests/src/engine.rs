@@ -31,6 +31,16 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr
 
 static ENGINE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A lab config: round-robin over the interfaces `include` names (a TOML list's items, e.g.
+/// `"\"wan*\""`), `extra` TOML at the top level, quick rescans, 1.5 s handshake and connect
+/// deadlines.
+pub fn lab_config(include: &str, extra: &str) -> String {
+    format!(
+        "strategy = \"round-robin\"\n{extra}\n[interfaces]\ninclude = [{include}]\n\n[discovery]\nrescan_interval_ms = 300\n\n\
+         [timeouts]\nhandshake_ms = 1500\nconnect_ms = 1500\n"
+    )
+}
+
 /// Where the netmix binary is; panics with "build it first" if it is missing.
 pub fn netmix_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NETMIX_BIN") {

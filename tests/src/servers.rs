@@ -8,7 +8,7 @@
 //!
 //! | port | service |
 //! | ---- | ------- |
-//! | [`HTTP_PORT`] 80 | minimal HTTP/1.1: `GET /ip` → client's source IP; `GET /bytes/N` → N bytes of [`bytes_body`]; `GET /` → short text; always `Connection: close` |
+//! | [`HTTP_PORT`] 80 | minimal HTTP/1.1: `GET /ip` → client's source IP; `GET /local` → the server address the request reached; `GET /headers` → the request head as received; `GET /bytes/N` → N bytes of [`bytes_body`]; `GET /chunked/N` → the same, chunked; `POST /count` → the body's length (Content-Length or chunked); `GET /` → short text; always `Connection: close` |
 //! | [`ECHO_PORT`] 7 | echo until EOF, then shut down the write half (half-close is observable) |
 //! | [`WHOAMI_PORT`] 9 | writes the peer's IP + `"\n"`, then closes |
 //! | [`SILENT_PORT`] 10 | accepts, reads and discards, never answers |
@@ -174,20 +174,28 @@ async fn silent(mut sock: TcpStream) -> std::io::Result<()> {
 }
 
 async fn http(mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    // Read the request head (the body, if any, is ignored).
+    // Read the request head; what follows it (a POST body's start) stays in `rest`.
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
         let n = sock.read(&mut buf).await?;
         if n == 0 || head.len() > 16 * 1024 {
             return Ok(());
         }
         head.extend_from_slice(&buf[..n]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    };
+    let rest = head.split_off(end);
+    let head = String::from_utf8_lossy(&head).into_owned();
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let with_body = method != "HEAD";
+    if method == "POST" && path == "/count" {
+        let n = read_body(&mut sock, &head, rest).await?;
+        return respond(&mut sock, "200 OK", n.to_string().as_bytes(), true).await;
+    }
     if method != "GET" && method != "HEAD" {
         return respond(
             &mut sock,
@@ -197,12 +205,36 @@ async fn http(mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         )
         .await;
     }
-    if path == "/" {
-        return respond(&mut sock, "200 OK", b"netmix lab target\n", with_body).await;
+    match path {
+        "/" => return respond(&mut sock, "200 OK", b"netmix lab target\n", with_body).await,
+        "/ip" => {
+            let ip = peer.ip().to_string();
+            return respond(&mut sock, "200 OK", ip.as_bytes(), with_body).await;
+        }
+        "/local" => {
+            let ip = sock.local_addr()?.ip().to_string();
+            return respond(&mut sock, "200 OK", ip.as_bytes(), with_body).await;
+        }
+        "/headers" => return respond(&mut sock, "200 OK", head.as_bytes(), with_body).await,
+        _ => {}
     }
-    if path == "/ip" {
-        let ip = peer.ip().to_string();
-        return respond(&mut sock, "200 OK", ip.as_bytes(), with_body).await;
+    if let Some(n) = path
+        .strip_prefix("/chunked/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        sock.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+        let body = bytes_body(n);
+        for piece in body.chunks(10_000) {
+            sock.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
+                .await?;
+            sock.write_all(piece).await?;
+            sock.write_all(b"\r\n").await?;
+        }
+        sock.write_all(b"0\r\n\r\n").await?;
+        return sock.shutdown().await;
     }
     let Some(n) = path
         .strip_prefix("/bytes/")
@@ -225,6 +257,67 @@ async fn http(mut sock: TcpStream, peer: SocketAddr) -> std::io::Result<()> {
         }
     }
     sock.shutdown().await
+}
+
+/// Reads a request body framed by Content-Length or chunked transfer coding (the head is
+/// `head`, the body's first bytes `rest`) and returns its length; checks that every byte is
+/// [`bytes_body`]'s pattern in order, answering 0 for a body that is not.
+async fn read_body(sock: &mut TcpStream, head: &str, mut rest: Vec<u8>) -> std::io::Result<usize> {
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let body = if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(at) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break at;
+                }
+                let want = rest.len() + 1;
+                fill(sock, &mut rest, want).await?;
+            };
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))?;
+            rest.drain(..line_end + 2);
+            fill(sock, &mut rest, size + 2).await?;
+            body.extend_from_slice(&rest[..size]);
+            rest.drain(..size + 2);
+            if size == 0 {
+                break body;
+            }
+        }
+    } else {
+        let n: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        fill(sock, &mut rest, n).await?;
+        rest.truncate(n);
+        rest
+    };
+    Ok(if body == bytes_body(body.len()) {
+        body.len()
+    } else {
+        0
+    })
+}
+
+/// Reads from `sock` until `rest` holds `want` bytes.
+async fn fill(sock: &mut TcpStream, rest: &mut Vec<u8>, want: usize) -> std::io::Result<()> {
+    let mut buf = [0u8; 16 * 1024];
+    while rest.len() < want {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        rest.extend_from_slice(&buf[..n]);
+    }
+    Ok(())
 }
 
 async fn respond(

@@ -7,16 +7,14 @@ use std::time::{Duration, Instant};
 use netmix_integration::client::by_name;
 use netmix_integration::{
     ECHO_PORT, HTTP_PORT, Lab, LinkSpec, REFUSED_PORT, TARGET, Target, WHOAMI_PORT,
-    assert_eventually_async, bytes_body, run_netmix, socks5_connect, spawn_engine, spread, whoami,
+    assert_eventually_async, bytes_body, lab_config, run_netmix, socks5_connect, spawn_engine,
+    spread, whoami,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A config for the lab: the given interfaces, quick rescans, short timeouts.
 fn config(include: &str, extra: &str) -> String {
-    format!(
-        "strategy = \"round-robin\"\n{extra}\n[interfaces]\ninclude = [{include}]\n\n[discovery]\nrescan_interval_ms = 300\n\n\
-         [timeouts]\nhandshake_ms = 1500\nconnect_ms = 1500\n"
-    )
+    lab_config(include, extra)
 }
 
 fn all_wan() -> String {
@@ -299,10 +297,10 @@ async fn bad_clients_get_answers_while_others_are_served() {
         .write_all(&[5, 1, 0, 5, 1, 0, 1, 198])
         .await
         .unwrap();
-    let garbage = raw(&lab, socks, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let garbage = raw(&lab, socks, b"\x16\x03\x01\x00\x05hello").await;
     assert!(
         garbage.is_empty(),
-        "not SOCKS5: closed without an answer, got {garbage:?}"
+        "neither SOCKS nor HTTP: closed without an answer, got {garbage:?}"
     );
 
     // Meanwhile a normal client is served at once.

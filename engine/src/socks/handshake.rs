@@ -10,12 +10,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-const VERSION: u8 = 0x05;
+/// The SOCKS5 version byte.
+pub const VERSION: u8 = 0x05;
 const AUTH_VERSION: u8 = 0x01;
 const METHOD_NONE: u8 = 0x00;
 const METHOD_USERPASS: u8 = 0x02;
 const METHOD_UNACCEPTABLE: u8 = 0xFF;
 const CMD_CONNECT: u8 = 0x01;
+const CMD_BIND: u8 = 0x02;
+const CMD_UDP_ASSOCIATE: u8 = 0x03;
 const ATYP_IPV4: u8 = 0x01;
 const ATYP_DOMAIN: u8 = 0x03;
 const ATYP_IPV6: u8 = 0x04;
@@ -44,6 +47,17 @@ pub enum Reply {
     AddressTypeNotSupported = 0x08,
 }
 
+/// What a SOCKS5 client asks for (RFC 1928 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// A TCP connection to the target.
+    Connect,
+    /// A listening socket the target connects back to (§4, BIND).
+    Bind,
+    /// A UDP relay (§7); the target is where the client will send from (often 0.0.0.0:0).
+    UdpAssociate,
+}
+
 /// Where the client wants to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetAddr {
@@ -54,6 +68,18 @@ pub enum TargetAddr {
 }
 
 impl TargetAddr {
+    /// A host as a client wrote it (a name, or an IP literal, IPv6 with or without brackets).
+    pub fn from_host(host: &str, port: u16) -> Self {
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Self::Ip(SocketAddr::new(ip, port)),
+            Err(_) => Self::Domain(host.to_owned(), port),
+        }
+    }
+
     /// The destination port.
     pub fn port(&self) -> u16 {
         match self {
@@ -99,7 +125,7 @@ pub enum HandshakeError {
     /// Wrong username or password; the client was told.
     #[error("authentication failed")]
     AuthFailed,
-    /// A command other than CONNECT.
+    /// A command other than CONNECT, BIND and UDP ASSOCIATE.
     #[error("command {0:#04x} not supported")]
     UnsupportedCommand(u8),
     /// An address type other than IPv4, IPv6 or domain name.
@@ -126,6 +152,8 @@ impl HandshakeError {
 /// (pipelined data, to be forwarded first).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
+    /// CONNECT, BIND or UDP ASSOCIATE.
+    pub command: Command,
     /// Where the client wants to go.
     pub target: TargetAddr,
     /// Bytes received after the request, in order.
@@ -225,10 +253,14 @@ where
         }
         other => return Err(HandshakeError::UnsupportedAddressType(other)),
     };
-    if cmd != CMD_CONNECT {
-        return Err(HandshakeError::UnsupportedCommand(cmd));
-    }
+    let command = match cmd {
+        CMD_CONNECT => Command::Connect,
+        CMD_BIND => Command::Bind,
+        CMD_UDP_ASSOCIATE => Command::UdpAssociate,
+        other => return Err(HandshakeError::UnsupportedCommand(other)),
+    };
     Ok(Request {
+        command,
         target,
         early_data: r.buf[r.start..r.end].to_vec(),
     })
@@ -437,9 +469,11 @@ mod tests {
 
     #[tokio::test]
     async fn request_stage_errors_map_to_replies() {
-        let (r, _) = run(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
-        assert_eq!(r.unwrap_err().reply(), Some(Reply::CommandNotSupported));
-        let (r, _) = run(&[5, 1, 0, 5, 3, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
+        let (r, _) = run_full(&[5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
+        assert_eq!(r.unwrap().command, Command::Bind);
+        let (r, _) = run_full(&[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0], None).await;
+        assert_eq!(r.unwrap().command, Command::UdpAssociate);
+        let (r, _) = run(&[5, 1, 0, 5, 4, 0, 1, 1, 2, 3, 4, 0, 80], None).await;
         assert_eq!(r.unwrap_err().reply(), Some(Reply::CommandNotSupported));
         let (r, _) = run(&[5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80], None).await;
         assert_eq!(r.unwrap_err().reply(), Some(Reply::AddressTypeNotSupported));
@@ -454,6 +488,22 @@ mod tests {
         let (r, out) = run(&[4, 1, 0], None).await;
         assert!(matches!(r, Err(HandshakeError::BadVersion(4))));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn hosts_as_written() {
+        assert_eq!(
+            TargetAddr::from_host("[2001:db8::1]", 443),
+            TargetAddr::Ip("[2001:db8::1]:443".parse().unwrap())
+        );
+        assert_eq!(
+            TargetAddr::from_host("198.18.0.1", 80),
+            TargetAddr::Ip("198.18.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            TargetAddr::from_host("example.test", 80),
+            TargetAddr::Domain("example.test".into(), 80)
+        );
     }
 
     #[test]

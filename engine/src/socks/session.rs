@@ -1,0 +1,239 @@
+//! One connection's record from decision to close, which every sink reads: the dashboard
+//! feed, the connection log, the deciding strategy and the event log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use abi_stable::std_types::{RNone, RSome, RString};
+use netmix_plugin_api as api;
+use tokio::time::Instant;
+
+use super::conn::ServeContext;
+use super::handshake::TargetAddr;
+use super::relay::Totals;
+use crate::connlog::{Attempt, CandidateStats, ConnRecord};
+use crate::events::{EventKind, unix_ms};
+use crate::feed::ConnEvent;
+use crate::iface::bind::ConnectError;
+use crate::router::{ActiveStrategy, Member};
+
+/// One connection's record, from decision to close: every sink (dashboard feed, connection
+/// log, the deciding strategy, the event log) reads it, so each learns the same facts.
+pub(crate) struct Session {
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    pub(crate) destination: String,
+    /// How the client asked (`socks5`, `http-forward`, `socks5-udp`, …) for the feed and log.
+    pub(crate) label: &'static str,
+    accepted_unix_ms: u64,
+    /// What strategies see; `tried` grows with each failed interface.
+    pub(crate) meta: api::ConnMeta,
+    pub(crate) strategy: String,
+    pub(crate) reason: String,
+    pub(crate) decided_by: Arc<ActiveStrategy>,
+    /// The first decision's order (fallbacks after the first pick); the connect phase takes it.
+    pub(crate) order: Vec<Member>,
+    /// Every candidate's numbers at decision time (only with a connection log).
+    candidates: Option<Vec<CandidateStats>>,
+    /// Failed attempts: interface name and error.
+    pub(crate) failed: Vec<(String, String)>,
+    pub(crate) connect_time: Duration,
+    relay_started: Option<Instant>,
+}
+
+impl Session {
+    /// Builds the connection's facts and asks the router (the pick phase).
+    pub(crate) fn new(
+        ctx: &ServeContext,
+        peer: SocketAddr,
+        target: &TargetAddr,
+        host: Option<String>,
+        addrs: &[SocketAddr],
+        protocol: api::ClientProtocol,
+        transport: api::Transport,
+    ) -> Self {
+        let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut meta = match addrs.first() {
+            Some(a) => api::ConnMeta::for_addr(a.ip(), target.port()),
+            None => api::ConnMeta::for_host("", target.port()),
+        };
+        meta.id = id;
+        meta.host = host.map_or(RNone, |h| RSome(RString::from(h)));
+        meta.client = peer.ip().into();
+        meta.client_port = peer.port();
+        meta.protocol = protocol;
+        meta.transport = transport;
+        let label = match (protocol, transport) {
+            (api::ClientProtocol::Socks5, api::Transport::Udp) => "socks5-udp",
+            _ => protocol.known_name().unwrap_or("other"),
+        };
+        let decision = ctx.router.pick(&meta);
+        let candidates = ctx.conn_log.as_ref().map(|_| {
+            ctx.router
+                .snapshot()
+                .usable()
+                .map(CandidateStats::of)
+                .collect()
+        });
+        Self {
+            id,
+            peer,
+            destination: target.to_string(),
+            label,
+            accepted_unix_ms: unix_ms(),
+            meta,
+            strategy: decision.strategy,
+            reason: decision.reason,
+            decided_by: decision.decided_by,
+            order: decision.order,
+            candidates,
+            failed: Vec::new(),
+            connect_time: Duration::ZERO,
+            relay_started: None,
+        }
+    }
+
+    pub(crate) fn outcome(&self, iface: u32, stage: api::OutcomeStage) -> api::ConnOutcome {
+        let mut o = api::ConnOutcome::new(iface, self.meta.clone(), stage);
+        o.connect_us = u32::try_from(self.connect_time.as_micros()).unwrap_or(u32::MAX);
+        o
+    }
+
+    fn opened_event(&self, interface: Option<&str>, error: Option<String>) -> ConnEvent {
+        ConnEvent::Opened {
+            id: self.id,
+            at: Instant::now(),
+            at_unix_ms: unix_ms(),
+            client: self.peer.to_string(),
+            destination: self.destination.clone(),
+            interface: interface.map(str::to_owned),
+            strategy: self.strategy.clone(),
+            reason: self.reason.clone(),
+            retries: self.failed.len() as u32,
+            error,
+        }
+    }
+
+    fn log_record(
+        &self,
+        chosen: Option<&str>,
+        totals: Totals,
+        error: Option<String>,
+    ) -> Option<ConnRecord> {
+        let candidates = self.candidates.clone()?;
+        let mut attempts: Vec<Attempt> = self
+            .failed
+            .iter()
+            .map(|(n, e)| Attempt {
+                interface: n.clone(),
+                ok: false,
+                error: Some(e.clone()),
+            })
+            .collect();
+        match chosen {
+            Some(name) => attempts.push(Attempt {
+                interface: name.to_owned(),
+                ok: true,
+                error: None,
+            }),
+            None if attempts.is_empty() => attempts.push(Attempt {
+                interface: String::new(),
+                ok: false,
+                error,
+            }),
+            None => {}
+        }
+        Some(ConnRecord {
+            unix_ms: self.accepted_unix_ms,
+            id: self.id,
+            client: self.peer.to_string(),
+            protocol: self.label.to_owned(),
+            host: self.meta.host.as_ref().map(|h| h.to_string()).into_option(),
+            addr: self.meta.addr.as_ref().map(|a| a.to_string()).into_option(),
+            port: self.meta.port,
+            strategy: self.strategy.clone(),
+            reason: self.reason.clone(),
+            candidates,
+            attempts,
+            chosen: chosen.map(str::to_owned),
+            ok: chosen.is_some(),
+            connect_us: self.connect_time.as_micros() as u64,
+            bytes_up: totals.up,
+            bytes_down: totals.down,
+            duration_ms: self
+                .relay_started
+                .map_or(0, |t| t.elapsed().as_millis() as u64),
+        })
+    }
+
+    /// No interface connected: tell the feed, the log and the strategy.
+    pub(crate) fn failed(&self, ctx: &ServeContext, error: Option<&ConnectError>) {
+        let why = error.map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
+        if let Some(feed) = &ctx.feed {
+            feed.send(self.opened_event(None, Some(why.clone())));
+        }
+        if let (Some(log), Some(record)) = (
+            &ctx.conn_log,
+            self.log_record(None, Totals::default(), Some(why)),
+        ) {
+            log.log(record);
+        }
+    }
+
+    /// Connected through `member`: remember it, tell the feed, the strategy and the event log.
+    pub(crate) fn connected(&mut self, ctx: &ServeContext, member: &Member) {
+        self.relay_started = Some(Instant::now());
+        ctx.router.remember(&self.meta, member.state.id);
+        if let Some(feed) = &ctx.feed {
+            feed.send(self.opened_event(Some(&member.state.name), None));
+        }
+        if !self.failed.is_empty() {
+            let tried: Vec<String> = self
+                .failed
+                .iter()
+                .map(|(n, e)| format!("{n} ({e})"))
+                .collect();
+            let message = format!(
+                "{}: {} failed, connected via {}",
+                self.destination,
+                tried.join(", "),
+                member.state.name
+            );
+            tracing::info!(peer = %self.peer, target = %self.destination, iface = %member.state.name, failed = ?tried, "Failed over.");
+            ctx.events
+                .emit(EventKind::Failover, Some(&member.state.name), message);
+        }
+        self.decided_by
+            .observe(|| self.outcome(member.state.id, api::OutcomeStage::Connected));
+    }
+
+    /// The relay ended (or never started): the record's last facts go to every sink.
+    pub(crate) fn closed(&self, ctx: &ServeContext, member: &Member, totals: Totals) {
+        if let (Some(log), Some(record)) = (
+            &ctx.conn_log,
+            self.log_record(Some(&member.state.name), totals, None),
+        ) {
+            log.log(record);
+        }
+        if let Some(feed) = &ctx.feed {
+            feed.send(ConnEvent::Closed {
+                id: self.id,
+                at: Instant::now(),
+                bytes_up: totals.up,
+                bytes_down: totals.down,
+            });
+        }
+        self.decided_by.observe(|| {
+            let mut outcome = self.outcome(member.state.id, api::OutcomeStage::Closed);
+            outcome.bytes_up = totals.up;
+            outcome.bytes_down = totals.down;
+            outcome.duration_us = self
+                .relay_started
+                .map_or(0, |t| t.elapsed().as_micros() as u64);
+            outcome
+        });
+        tracing::debug!(peer = %self.peer, target = %self.destination, iface = %member.state.name, up = totals.up, down = totals.down, "Closed.");
+    }
+}

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::Config;
 use crate::socks::handshake::{self, Credentials};
+use crate::socks::{http, socks4};
 
 /// A client that sends `data` and then closes; what the server writes is counted, not kept.
 struct Scripted<'a> {
@@ -93,6 +94,56 @@ pub fn socks5_handshake(data: &[u8]) {
             );
         });
     });
+}
+
+/// The SOCKS4/4a request reader over `data` as the client's bytes.
+pub fn socks4_request(data: &[u8]) {
+    RUNTIME.with(|rt| {
+        rt.block_on(async {
+            let mut client = Scripted { data, written: 0 };
+            match socks4::read_request(&mut client).await {
+                Ok(request) => {
+                    assert!(
+                        request.early_data.len() < data.len(),
+                        "a request takes at least its header"
+                    );
+                    assert!(!request.target.to_string().is_empty());
+                    let read = data.len() - client.data.len();
+                    let used = read - request.early_data.len();
+                    assert!(
+                        matches!(socks4::parse(&data[..used]), Ok(Some((_, n))) if n == used),
+                        "the request parses alone to the same length"
+                    );
+                }
+                Err(e) => {
+                    let _ = e.wants_reply();
+                }
+            }
+            assert_eq!(client.written, 0, "reading a request writes nothing");
+        });
+    });
+}
+
+/// The HTTP proxy's first-head parser over `data`: a complete head parses the same alone, and
+/// every refusal has an HTTP answer.
+pub fn http_head(data: &[u8]) {
+    match http::parse_head(data) {
+        Ok(Some(head)) => {
+            let n = head.head_len();
+            assert!(n <= data.len());
+            let alone = http::parse_head(&data[..n]);
+            assert!(
+                matches!(&alone, Ok(Some(h)) if h.head_len() == n),
+                "the head parses alone to the same length"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => {
+            if let Some(answer) = e.response() {
+                assert!(answer.starts_with(b"HTTP/1.1 4"), "a refusal is a 4xx");
+            }
+        }
+    }
 }
 
 /// The config parser over `data` (UTF-8 only: the loader reads text). An error is one line
@@ -199,6 +250,20 @@ mod tests {
     fn socks5_corpus_and_mutations_never_panic() {
         let seeds = seeds(&root().join("fuzz/corpus/socks5_handshake"));
         let runs = run(socks5_handshake, &seeds, Duration::from_secs(10));
+        assert!(runs > 10_000, "only {runs} inputs in the budget");
+    }
+
+    #[test]
+    fn socks4_corpus_and_mutations_never_panic() {
+        let seeds = seeds(&root().join("fuzz/corpus/socks4_request"));
+        let runs = run(socks4_request, &seeds, Duration::from_secs(5));
+        assert!(runs > 10_000, "only {runs} inputs in the budget");
+    }
+
+    #[test]
+    fn http_head_corpus_and_mutations_never_panic() {
+        let seeds = seeds(&root().join("fuzz/corpus/http_head"));
+        let runs = run(http_head, &seeds, Duration::from_secs(5));
         assert!(runs > 10_000, "only {runs} inputs in the budget");
     }
 

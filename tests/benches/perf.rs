@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace
-//! NETMIX_PROFILE=release cargo bench -p netmix-integration --bench perf [-- a b c d e]
+//! NETMIX_PROFILE=release cargo bench -p netmix-integration --bench perf [-- a b c d e f]
 //! ```
 //!
 //! - (a) single-stream throughput: 1 GiB over an unshaped link;
@@ -11,7 +11,8 @@
 //! - (c) added latency per connection (connect + one echo round trip), p50 and p99;
 //! - (d) memory per idle relayed connection at 10,000 connections (netmix's RSS), and errors;
 //! - (e) aggregate goodput of 24 × 8 MiB downloads over 20/40/80 Mbit/s links, per strategy,
-//!   against the links' sum (nominal, and measured link by link in the same run).
+//!   against the links' sum (nominal, and measured link by link in the same run);
+//! - (f) HTTP CONNECT against SOCKS5 on the same port: set-up rate and 1 GiB throughput.
 //!
 //! "Direct" is the same client opening the same connection itself, bound to the link. The
 //! client runs on a tokio runtime whose threads all live in the lab's client namespace; the
@@ -66,6 +67,8 @@ enum Path {
     Netmix(SocketAddr),
     /// Through the bare forwarder at this address (it always goes to the who-am-I port).
     Forward(SocketAddr),
+    /// Through netmix's port, as an HTTP CONNECT tunnel.
+    HttpConnect(SocketAddr),
 }
 
 async fn open(path: Path, port: u16) -> io::Result<TcpStream> {
@@ -83,6 +86,28 @@ async fn open(path: Path, port: u16) -> io::Result<TcpStream> {
         Path::Forward(at) => {
             let s = TcpStream::connect(at).await?;
             s.set_nodelay(true)?;
+            Ok(s)
+        }
+        Path::HttpConnect(proxy) => {
+            let mut s = TcpStream::connect(proxy).await?;
+            s.set_nodelay(true)?;
+            s.write_all(format!("CONNECT {dest} HTTP/1.1\r\nHost: {dest}\r\n\r\n").as_bytes())
+                .await?;
+            // The answer is exactly "HTTP/1.1 200 Connection established\r\n\r\n" (39 bytes);
+            // read it byte by byte so nothing after it is taken.
+            let mut head = Vec::with_capacity(64);
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if s.read(&mut b).await? == 0 || head.len() > 1024 {
+                    return Err(io::Error::other("CONNECT answer cut short"));
+                }
+                head.push(b[0]);
+            }
+            if !head.starts_with(b"HTTP/1.1 200") {
+                return Err(io::Error::other(
+                    String::from_utf8_lossy(&head).into_owned(),
+                ));
+            }
             Ok(s)
         }
         Path::Netmix(socks) => {
@@ -146,7 +171,7 @@ fn main() {
         "netmix performance suite — {}",
         netmix_integration::netmix_bin().display()
     );
-    if wants("a") || wants("b") || wants("c") || wants("d") {
+    if wants("a") || wants("b") || wants("c") || wants("d") || wants("f") {
         unshaped(&wants);
     }
     if wants("e") {
@@ -163,7 +188,8 @@ fn unshaped(wants: &dyn Fn(&str) -> bool) {
     let direct = Path::Direct(0, lab.link(0).client_addr.into());
     let via = Path::Netmix(engine.socks_addr());
     let pid = engine.pid();
-    let [a, b, c, d] = ["a", "b", "c", "d"].map(wants);
+    let [a, b, c, d, f] = ["a", "b", "c", "d", "f"].map(wants);
+    let connect = Path::HttpConnect(engine.socks_addr());
     let (_forwarder_rt, forwarder) =
         spawn_forwarder(lab.client_ns(), lab.link(0).client_addr.into());
     let forward = Path::Forward(forwarder);
@@ -180,6 +206,9 @@ fn unshaped(wants: &dyn Fn(&str) -> bool) {
             }
             if d {
                 bench_d(via, pid).await;
+            }
+            if f {
+                bench_f(via, connect).await;
             }
         })
         .await
@@ -268,40 +297,14 @@ async fn bench_b(direct: Path, via: Path, forward: Path, pid: u32) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    const PARALLEL: usize = 16;
     let mut rates = [0.0; 3];
     let mut netmix_cpu = Duration::ZERO;
     for (i, path) in [direct, via, forward].into_iter().enumerate() {
-        let gate = Arc::new(Semaphore::new(PARALLEL));
-        let errors = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
         let cpu = netmix_integration::process_cpu(pid);
-        let mut tasks = Vec::with_capacity(conns);
-        for _ in 0..conns {
-            let permit = gate.clone().acquire_owned().await.unwrap();
-            let errors = errors.clone();
-            tasks.push(tokio::spawn(async move {
-                let ok = async {
-                    let mut s = open(path, WHOAMI_PORT).await?;
-                    let mut answer = Vec::new();
-                    s.read_to_end(&mut answer).await?;
-                    Ok::<_, io::Error>(!answer.is_empty())
-                }
-                .await;
-                if !matches!(ok, Ok(true)) {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-                drop(permit);
-            }));
-        }
-        for t in tasks {
-            t.await.unwrap();
-        }
-        rates[i] = conns as f64 / start.elapsed().as_secs_f64();
+        rates[i] = setup_rate(path, conns).await;
         if i == 1 {
             netmix_cpu = netmix_integration::process_cpu(pid) - cpu;
         }
-        assert_eq!(errors.load(Ordering::Relaxed), 0, "connection errors");
     }
     println!(
         "(b) set-up rate, {conns} conns, 16 at a time: direct {:.0}/s, netmix {:.0}/s, ratio {:.0}% (target ≥ 70%); \
@@ -313,6 +316,69 @@ async fn bench_b(direct: Path, via: Path, forward: Path, pid: u32) {
         rates[2],
         rates[2] / rates[0] * 100.0,
         rates[1] / rates[2] * 100.0,
+    );
+}
+
+/// Opens `conns` short who-am-I connections through `path`, 16 at a time, each read to its
+/// end; returns connections per second (panics on any error).
+async fn setup_rate(path: Path, conns: usize) -> f64 {
+    const PARALLEL: usize = 16;
+    let gate = Arc::new(Semaphore::new(PARALLEL));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let permit = gate.clone().acquire_owned().await.unwrap();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = async {
+                let mut s = open(path, WHOAMI_PORT).await?;
+                let mut answer = Vec::new();
+                s.read_to_end(&mut answer).await?;
+                Ok::<_, io::Error>(!answer.is_empty())
+            }
+            .await;
+            if !matches!(ok, Ok(true)) {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "connection errors");
+    conns as f64 / start.elapsed().as_secs_f64()
+}
+
+/// (f) HTTP CONNECT against SOCKS5 through the same netmix port: set-up rate and 1 GiB
+/// single-stream throughput, rounds alternating which goes first, medians.
+async fn bench_f(socks5: Path, connect: Path) {
+    const N: u64 = 1 << 30;
+    let rounds: usize = std::env::var("NETMIX_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    let mut setup = [Vec::new(), Vec::new()];
+    let mut stream = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let path = [socks5, connect][i];
+            setup[i].push(setup_rate(path, 1000).await);
+            let start = Instant::now();
+            let got = download(path, N).await.expect("download");
+            assert!(got >= N, "short download: {got}");
+            stream[i].push(N as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9);
+        }
+    }
+    let [s5, hc] = [pct(&mut setup[0], 0.5), pct(&mut setup[1], 0.5)];
+    let [t5, tc] = [pct(&mut stream[0], 0.5), pct(&mut stream[1], 0.5)];
+    println!(
+        "(f) HTTP CONNECT vs SOCKS5, median of {rounds}: set-up (1,000 conns, 16 at a time) SOCKS5 {s5:.0}/s, \
+         CONNECT {hc:.0}/s = {:.0}%; 1 GiB stream SOCKS5 {t5:.2} Gbit/s, CONNECT {tc:.2} Gbit/s = {:.0}% (target ≥ 95% each)",
+        hc / s5 * 100.0,
+        tc / t5 * 100.0
     );
 }
 

@@ -64,6 +64,13 @@ pub struct Head {
     connect: Option<(TargetAddr, Option<Vec<u8>>)>,
 }
 
+impl Head {
+    /// How many of the bytes read are the head.
+    pub fn head_len(&self) -> usize {
+        self.head_len
+    }
+}
+
 /// Why a first head was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {

@@ -115,6 +115,11 @@ pub struct SocksConfig {
     /// Destination networks that clients may not reach (reply 02, "not allowed by ruleset").
     #[serde(default = "default_deny")]
     pub deny: Vec<IpNet>,
+    /// With a non-loopback `listen` (sharing netmix on a LAN), whether clients may reach this
+    /// machine's loopback and link-local addresses (169.254.0.0/16, fe80::/10). Default false:
+    /// a LAN client must not reach services that listen on 127.0.0.1 only.
+    #[serde(default)]
+    pub allow_local: bool,
 }
 
 /// `[socks.auth]`: the accepted users.
@@ -481,6 +486,7 @@ impl Default for SocksConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             auth: None,
             deny: default_deny(),
+            allow_local: false,
         }
     }
 }

@@ -86,6 +86,71 @@ pub async fn connect_via(
     }
 }
 
+/// How long one address of a destination gets before the next one is tried alongside it
+/// (RFC 8305's "connection attempt delay").
+pub const ADDRESS_STAGGER: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Connects to the first of `dests` (in order) that answers through `iface`, within `timeout`
+/// overall: each address gets [`ADDRESS_STAGGER`] before the next starts alongside it, and a
+/// failure starts the next at once (RFC 8305). A destination that drops packets costs one
+/// stagger, not the whole deadline.
+///
+/// # Errors
+/// When none connected: a refusal if any address refused (the destination answered, so the
+/// link works), else the last failure; [`ConnectError::Timeout`] when the deadline passed.
+pub async fn connect_any(
+    iface: &InterfaceState,
+    dests: &[SocketAddr],
+    timeout: std::time::Duration,
+) -> Result<TcpStream, ConnectError> {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let Some((&first, rest)) = dests.split_first() else {
+        return Err(ConnectError::Timeout);
+    };
+    if rest.is_empty() {
+        return connect_via(iface, first, timeout).await;
+    }
+    let until = tokio::time::Instant::now() + timeout;
+    let attempt = |dest: SocketAddr| async move {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        connect_via(iface, dest, left).await
+    };
+    let mut pending = FuturesUnordered::new();
+    pending.push(attempt(first));
+    let mut waiting = rest.iter().copied();
+    let mut answered = None;
+    let mut last = None;
+    loop {
+        let stagger = tokio::time::sleep(ADDRESS_STAGGER);
+        tokio::select! {
+            Some(result) = pending.next() => match result {
+                Ok(stream) => return Ok(stream),
+                Err(error) => {
+                    tracing::debug!(iface = %iface.name, %error, "One address failed; trying the next.");
+                    if error.is_interface_side() {
+                        last = Some(error);
+                    } else {
+                        answered = Some(error);
+                    }
+                    match waiting.next() {
+                        Some(dest) => pending.push(attempt(dest)),
+                        None if pending.is_empty() => {
+                            return Err(answered.or(last).unwrap_or(ConnectError::Timeout));
+                        }
+                        None => {}
+                    }
+                }
+            },
+            () = stagger, if waiting.len() > 0 => {
+                if let Some(dest) = waiting.next() {
+                    tracing::debug!(iface = %iface.name, next = %dest, "No answer yet; trying the next address alongside.");
+                    pending.push(attempt(dest));
+                }
+            }
+        }
+    }
+}
+
 /// A non-blocking TCP socket for `dest`, bound to `iface` and its source address.
 ///
 /// # Errors

@@ -52,6 +52,11 @@ pub struct ServeContext {
     pub users: Option<Users>,
     /// Destinations clients may not reach.
     pub deny: Vec<IpNet>,
+    /// netmix's own listening addresses (the proxy port, the dashboard): never a destination.
+    pub own: Vec<SocketAddr>,
+    /// Refuse loopback and link-local destinations (the proxy is shared beyond loopback and
+    /// `socks.allow_local` is off).
+    pub guard_local: bool,
     /// Handshake deadline.
     pub handshake_timeout: Duration,
     /// Per-attempt connect deadline (also bounds name resolution).
@@ -124,6 +129,10 @@ impl ServeContext {
             router,
             users: config.socks.auth.as_ref().map(|a| Users(a.users.clone())),
             deny: config.socks.deny.clone(),
+            own: std::iter::once(config.socks.listen)
+                .chain(config.dashboard.enabled.then_some(config.dashboard.listen))
+                .collect(),
+            guard_local: !config.socks.listen.ip().is_loopback() && !config.socks.allow_local,
             handshake_timeout: config.handshake_timeout(),
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),

@@ -4,7 +4,7 @@
 //! failure as a SOCKS5 reply code that each front maps to its own protocol's answer.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use super::conn::ServeContext;
 use super::handshake::{Reply, TargetAddr};
 use super::relay::{Totals, relay};
 use super::session::Session;
-use crate::iface::bind::{ConnectError, connect_via};
+use crate::iface::bind::{ConnectError, connect_any};
 use crate::iface::{Outcome, Rescan, Source};
 use crate::router::Member;
 
@@ -86,8 +86,8 @@ pub(crate) async fn open(
             return Err(Reply::HostUnreachable);
         }
     };
-    if let Some(denied) = addrs.iter().find(|a| is_denied(&ctx.deny, a.ip())) {
-        tracing::info!(%peer, %target, %denied, "Destination not allowed by socks.deny.");
+    if let Some(refusal) = refusal(ctx, &addrs) {
+        tracing::info!(%peer, %target, "{refusal}");
         return Err(Reply::NotAllowed);
     }
     let mut session = Session::new(
@@ -173,7 +173,7 @@ async fn connect_with_failover(
     let mut attempts = JoinSet::new();
     let mut soft_failures: Vec<Member> = Vec::new();
     let mut last_error = None;
-    let next = |queue: &mut Vec<Member>, launched: &[u32]| -> Option<(Member, SocketAddr)> {
+    let next = |queue: &mut Vec<Member>, launched: &[u32]| -> Option<(Member, Vec<SocketAddr>)> {
         if launched.len() >= ctx.max_attempts {
             return None;
         }
@@ -182,21 +182,22 @@ async fn connect_with_failover(
             if launched.contains(&member.state.id) {
                 continue;
             }
-            if let Some(dest) = addrs.iter().find(|a| member.state.source_for(a).is_some()) {
-                return Some((member, *dest));
+            let dests = attempt_order(addrs, |a| member.state.source_for(a).is_some());
+            if !dests.is_empty() {
+                return Some((member, dests));
             }
         }
         None
     };
     let launch = |attempts: &mut JoinSet<_>,
                   launched: &mut Vec<u32>,
-                  (member, dest): (Member, SocketAddr)| {
+                  (member, dests): (Member, Vec<SocketAddr>)| {
         launched.push(member.state.id);
         // Counted before the task starts, so the very next pick (a burst) already sees it.
         let in_flight = InFlight::start(&member.handles.live);
         attempts.spawn(async move {
             let started = Instant::now();
-            let result = connect_via(&member.state, dest, member.state.connect_timeout).await;
+            let result = connect_any(&member.state, &dests, member.state.connect_timeout).await;
             (member, started.elapsed(), result.map(|s| (s, in_flight)))
         });
     };
@@ -267,6 +268,32 @@ async fn connect_with_failover(
     }
 }
 
+/// The addresses an interface tries, in RFC 8305 order: only those `reachable` through it,
+/// families interleaved starting with the resolver's first choice, each family in the
+/// resolver's order.
+pub(crate) fn attempt_order(
+    addrs: &[SocketAddr],
+    reachable: impl Fn(&SocketAddr) -> bool,
+) -> Vec<SocketAddr> {
+    let usable: Vec<SocketAddr> = addrs.iter().copied().filter(|a| reachable(a)).collect();
+    let Some(first) = usable.first() else {
+        return usable;
+    };
+    let (mut lead, mut other): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        usable.iter().partition(|a| a.is_ipv4() == first.is_ipv4());
+    lead.reverse();
+    other.reverse();
+    let mut out = Vec::with_capacity(usable.len());
+    while let Some(a) = lead.pop() {
+        out.push(a);
+        if let Some(b) = other.pop() {
+            out.push(b);
+        }
+    }
+    out.extend(other.into_iter().rev());
+    out
+}
+
 /// A connect that worked.
 struct Connected {
     member: Member,
@@ -275,21 +302,70 @@ struct Connected {
     _in_flight: InFlight,
 }
 
+/// Why none of `addrs` may be reached, checked against every resolved address: netmix itself
+/// (a proxy loop), `socks.deny`, and loopback or link-local when the proxy is shared beyond
+/// loopback without `socks.allow_local`.
+pub(crate) fn refusal(ctx: &ServeContext, addrs: &[SocketAddr]) -> Option<String> {
+    let local = ctx.router.snapshot();
+    let is_local = |ip: IpAddr| {
+        local
+            .all
+            .iter()
+            .any(|m| m.state.addrs.iter().any(|net| net.addr() == ip))
+    };
+    for dest in addrs {
+        let ip = effective_ip(dest.ip());
+        if ctx.own.iter().any(|own| {
+            own.port() == dest.port()
+                && (effective_ip(own.ip()) == ip
+                    || (own.ip().is_unspecified() && (ip.is_loopback() || is_local(ip))))
+        }) {
+            return Some(format!(
+                "Refused {dest}: that is netmix's own address (a proxy loop)."
+            ));
+        }
+        if is_denied(&ctx.deny, dest.ip()) {
+            return Some(format!("Refused {dest}: not allowed by socks.deny."));
+        }
+        if ctx.guard_local && (ip.is_loopback() || is_link_local(ip)) {
+            return Some(format!(
+                "Refused {dest}: loopback and link-local destinations are refused while \
+                 socks.listen is not loopback (set socks.allow_local = true to allow them)."
+            ));
+        }
+    }
+    None
+}
+
+/// 169.254.0.0/16 or fe80::/10.
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    }
+}
+
+/// Where a connect to `ip` really goes: an IPv4-mapped IPv6 address is the IPv4 address it
+/// carries, and the "this host" addresses (`0.0.0.0/8`, `::`) reach the local host, so they
+/// count as loopback.
+fn effective_ip(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) if v4.octets()[0] == 0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
 /// Whether `socks.deny` covers `ip`, judged by where a connect to it really goes: an
 /// IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is the IPv4 address it carries, and the
 /// "this host" addresses (`0.0.0.0/8`, `::`) reach the local host, so they count as loopback
 /// (`127.0.0.1`, `::1`). Otherwise a deny list of `127.0.0.0/8` would not stop `0.0.0.0` or
 /// `::ffff:127.0.0.1`.
-pub(crate) fn is_denied(deny: &[IpNet], ip: std::net::IpAddr) -> bool {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let ip = ip.to_canonical();
-    let effective = match ip {
-        IpAddr::V4(v4) if v4.octets()[0] == 0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        other => other,
-    };
+pub(crate) fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
+    let canonical = ip.to_canonical();
+    let effective = effective_ip(ip);
     deny.iter()
-        .any(|n| n.contains(&ip) || n.contains(&effective))
+        .any(|n| n.contains(&canonical) || n.contains(&effective))
 }
 
 /// Resolves the target once. A name resolves through the system resolver (hosts file, DNS).
@@ -335,6 +411,33 @@ pub(crate) fn reply_for(error: &ConnectError) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_interleave_families_in_resolver_order() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let addrs = [
+            a("[2001:db8::1]:80"),
+            a("[2001:db8::2]:80"),
+            a("[2001:db8::3]:80"),
+            a("198.18.0.1:80"),
+            a("198.18.0.2:80"),
+        ];
+        assert_eq!(
+            attempt_order(&addrs, |_| true),
+            [addrs[0], addrs[3], addrs[1], addrs[4], addrs[2]]
+        );
+        assert_eq!(
+            attempt_order(&addrs, SocketAddr::is_ipv4),
+            [addrs[3], addrs[4]],
+            "only what the interface reaches"
+        );
+        let v4_first = [addrs[3], addrs[0], addrs[4]];
+        assert_eq!(
+            attempt_order(&v4_first, |_| true),
+            [addrs[3], addrs[0], addrs[4]]
+        );
+        assert!(attempt_order(&addrs, |_| false).is_empty());
+    }
 
     #[test]
     fn errors_map_to_reply_codes() {

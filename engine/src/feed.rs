@@ -44,6 +44,9 @@ pub enum ConnEvent {
         at_unix_ms: u64,
         /// Client address.
         client: String,
+        /// The client protocol: "socks5", "socks4", "http-connect", "http-forward",
+        /// "socks5-udp", "socks5-bind" (see [`netmix_web::models::PROTOCOLS`]).
+        protocol: String,
         /// What the client asked for.
         destination: String,
         /// The interface that carried it.
@@ -317,6 +320,7 @@ impl DashboardFeed {
                 at,
                 at_unix_ms,
                 client,
+                protocol,
                 destination,
                 interface,
                 strategy,
@@ -325,10 +329,16 @@ impl DashboardFeed {
                 error,
             } => {
                 self.totals.connections_total += 1;
+                *self
+                    .totals
+                    .connections_by_protocol
+                    .entry(protocol.clone())
+                    .or_default() += 1;
                 let failed = error.is_some();
                 let dto = ConnectionDto {
                     id,
                     client,
+                    protocol,
                     destination,
                     interface,
                     strategy,

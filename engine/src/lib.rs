@@ -135,7 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(
             start_dashboard(
                 &config,
-                dashboard_listener,
+                (dashboard_listener, local),
                 manager.clone(),
                 router.clone(),
                 early_events,
@@ -198,10 +198,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Binds the dashboard, loads or creates its token, starts the feed actor and serves the web
-/// crate's routes until shutdown.
+/// crate's routes until shutdown. `proxy` is the proxy port's bound address (`socks.listen`,
+/// with the real port when the config says 0), which the dashboard's `/proxy.pac` names.
 async fn start_dashboard(
     config: &Config,
-    listener: tokio::net::TcpListener,
+    (listener, proxy): (tokio::net::TcpListener, std::net::SocketAddr),
     manager: Addr<ConnectionManager>,
     router: Arc<Router>,
     events: tokio::sync::broadcast::Receiver<events::Event>,
@@ -241,6 +242,7 @@ async fn start_dashboard(
         config: netmix_web::WebConfig {
             token: secret,
             allowed_hosts,
+            proxy: Some(proxy),
         },
     };
     let stop = token.clone();

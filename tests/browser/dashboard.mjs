@@ -142,13 +142,13 @@ async function main() {
   await page.waitForFunction(
     ([s, n]) => {
       const rows = [...document.querySelectorAll("#connections tbody tr")].slice(0, n);
-      return rows.length === n && rows.every((r) => r.dataset.state === "closed" && r.children[3].textContent === s);
+      return rows.length === n && rows.every((r) => r.dataset.state === "closed" && r.children[4].textContent === s);
     },
     [newStrategy, n],
   );
   const followed = await page.$$eval(
     "#connections tbody tr",
-    (rows, n) => rows.slice(0, n).map((r) => ({ id: r.dataset.id, interface: r.children[2].textContent, strategy: r.children[3].textContent, reason: r.children[4].textContent })),
+    (rows, n) => rows.slice(0, n).map((r) => ({ id: r.dataset.id, interface: r.children[3].textContent, strategy: r.children[4].textContent, reason: r.children[5].textContent })),
     n,
   );
   emit("followed", { rows: followed });
@@ -203,7 +203,7 @@ async function main() {
           const body = document.querySelector("#connections tbody");
           const matches = () => {
             const rows = [...body.querySelectorAll("tr")];
-            return rows.length > 0 && rows.every((r) => (value ? r.children[2].textContent === value : true));
+            return rows.length > 0 && rows.every((r) => (value ? r.children[3].textContent === value : true));
           };
           const t0 = performance.now();
           const obs = new MutationObserver(() => {
@@ -232,7 +232,7 @@ async function main() {
   await page.type("#connections-filter", "wan2");
   await page.waitForFunction(() => {
     const rows = [...document.querySelectorAll("#connections tbody tr")];
-    return rows.length > 0 && rows.every((r) => r.children[2].textContent === "wan2");
+    return rows.length > 0 && rows.every((r) => r.children[3].textContent === "wan2");
   });
   const typedMs = Date.now() - t0;
   await page.fill("#connections-filter", "");

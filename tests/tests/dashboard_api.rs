@@ -128,6 +128,18 @@ async fn every_endpoint_answers_over_real_http_and_never_shows_the_token() {
         bodies.push((path.to_owned(), r.text()));
     }
 
+    // The PAC file: no token, names the proxy port in both entries.
+    let r = get(&lab, "/proxy.pac").await;
+    assert_eq!(r.status, 200, "GET /proxy.pac: {}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/x-ns-proxy-autoconfig")
+    );
+    let socks = engine.socks_addr();
+    let entry = format!("\"PROXY {socks}; SOCKS5 {socks}\"");
+    assert!(r.text().contains(&entry), "{entry} in {}", r.text());
+    bodies.push(("/proxy.pac".into(), r.text()));
+
     // JSON endpoints.
     let json = |r: &HttpResponse, path: &str| {
         assert_eq!(r.status, 200, "GET {path}: {}", r.text());
@@ -158,6 +170,7 @@ async fn every_endpoint_answers_over_real_http_and_never_shows_the_token() {
     for c in &conns {
         assert_eq!(c["strategy"], "round-robin", "{c}");
         assert_eq!(c["destination"], "198.19.0.1:9", "{c}");
+        assert_eq!(c["protocol"], "socks5", "{c}");
         assert!(c["bytes_down"].as_u64().unwrap() > 0, "{c}");
     }
     let limited = json(
@@ -224,6 +237,16 @@ async fn every_endpoint_answers_over_real_http_and_never_shows_the_token() {
     bodies.push(("/metrics".into(), r.text()));
     let total = prom_value(&samples, "netmix_connections_total", &[]).expect("connections");
     assert!(total >= 6.0, "netmix_connections_total {total}");
+    let socks5 = prom_value(
+        &samples,
+        "netmix_connections_opened_total",
+        &[("protocol", "socks5")],
+    )
+    .expect("connections opened per protocol");
+    assert!(
+        socks5 >= 6.0,
+        "netmix_connections_opened_total socks5 {socks5}"
+    );
     assert_eq!(
         prom_value(
             &samples,

@@ -5,8 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::process::Output;
 
+use netmix_integration::web::http;
 use netmix_integration::{
-    Lab, REFUSED_PORT, TARGET, WHOAMI_PORT, bytes_body, lab_config, spawn_engine,
+    DASHBOARD, Lab, REFUSED_PORT, TARGET, WHOAMI_PORT, api, assert_eventually_async, bytes_body,
+    lab_config, spawn_engine,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -75,7 +77,15 @@ async fn every_protocol_on_one_port_uses_every_link() {
     let lab = Lab::with_links(3);
     lab.set_hosts(&[("target.lab", IpAddr::V4(TARGET))]);
     let _servers = lab.start_servers().await;
-    let engine = spawn_engine(&lab, &lab_config("\"wan*\"", ""));
+    let log = std::env::temp_dir().join(format!("netmix-protocols-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let engine = spawn_engine(
+        &lab,
+        &lab_config(
+            "\"wan*\"",
+            &format!("connection_log = \"{}\"\n", log.display()),
+        ),
+    );
     let proxy = engine.socks_addr().to_string();
     let http_proxy = format!("http://{proxy}");
     let by_ip = format!("http://{TARGET}/ip");
@@ -115,6 +125,62 @@ async fn every_protocol_on_one_port_uses_every_link() {
         }
         assert_eq!(counts, [10, 10, 10], "{name}: round-robin over three links");
     }
+
+    // Each protocol is named in the dashboard's rows, /metrics and the connection log:
+    // 30 each, SOCKS4 and 4a together.
+    let want = [
+        ("http-forward", 30),
+        ("http-connect", 30),
+        ("socks4", 60),
+        ("socks5", 30),
+    ];
+    let mut logged = std::collections::HashMap::<String, usize>::new();
+    assert_eventually_async!(
+        {
+            logged.clear();
+            for line in std::fs::read_to_string(&log).unwrap_or_default().lines() {
+                let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                *logged
+                    .entry(v["protocol"].as_str().unwrap_or("?").to_owned())
+                    .or_default() += 1;
+            }
+            logged.values().sum::<usize>() >= 150
+        },
+        "the connection log has every connection: {logged:?}"
+    );
+    // The dashboard's feed is published in batches: wait until it has all 150.
+    let mut rows = serde_json::Value::Null;
+    assert_eventually_async!(
+        {
+            rows = api(&lab, DASHBOARD, "/api/connections?limit=1000").await;
+            rows.as_array().is_some_and(|r| r.len() >= 150)
+        },
+        "the dashboard lists every connection"
+    );
+    let metrics = http(&lab, DASHBOARD, "GET", "/metrics", &[], None)
+        .await
+        .text();
+    for (protocol, n) in want {
+        let shown = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["protocol"] == protocol)
+            .count();
+        assert_eq!(shown, n, "dashboard rows for {protocol}");
+        assert!(
+            metrics.contains(&format!(
+                "netmix_connections_opened_total{{protocol=\"{protocol}\"}} {n}\n"
+            )),
+            "/metrics for {protocol}:\n{metrics}"
+        );
+        assert_eq!(
+            logged.get(protocol),
+            Some(&n),
+            "connection log for {protocol}"
+        );
+    }
+    std::fs::remove_file(&log).ok();
     // A large body arrives intact over each HTTP flavour.
     for flags in [
         vec!["-x", http_proxy.as_str()],

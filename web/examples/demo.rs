@@ -59,6 +59,7 @@ async fn main() -> std::io::Result<()> {
         config: WebConfig {
             token: TOKEN.to_owned(),
             allowed_hosts: WebConfig::loopback_hosts(port),
+            proxy: Some(SocketAddr::from(([127, 0, 0, 1], 1080))),
         },
     };
 

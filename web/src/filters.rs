@@ -87,6 +87,8 @@ fn api(ctx: WebContext, stop: Stop) -> BoxedFilter<(Response,)> {
         .unify()
         .or(metrics(ctx.clone()))
         .unify()
+        .or(pac(ctx.clone()))
+        .unify()
         .or(live(ctx, stop))
         .unify()
         .boxed()
@@ -193,6 +195,16 @@ pub(crate) fn metrics(
         .and(warp::get())
         .and(with_ctx(ctx))
         .map(handlers::metrics)
+}
+
+/// GET /proxy.pac (no token: browsers and operating systems fetch PAC files plainly)
+pub(crate) fn pac(
+    ctx: WebContext,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    warp::path!("proxy.pac")
+        .and(warp::get())
+        .and(with_ctx(ctx))
+        .map(handlers::pac)
 }
 
 /// GET /ws?connections=N (WebSocket upgrade)

@@ -163,6 +163,29 @@ pub(crate) fn metrics(ctx: WebContext) -> Response {
     response
 }
 
+/// GET /proxy.pac: the PAC file for the proxy port, or 404 (plain text) when the engine did not
+/// say where its proxy listens.
+pub(crate) fn pac(ctx: WebContext) -> Response {
+    let (status, body, content_type) = match ctx.config.proxy {
+        Some(proxy) => (
+            StatusCode::OK,
+            crate::pac::render(proxy),
+            crate::pac::CONTENT_TYPE,
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no PAC file: this dashboard was not told the proxy's listen address\n".to_owned(),
+            "text/plain; charset=utf-8",
+        ),
+    };
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// `limit` if given (capped at `max`), else `default`.
 fn clamp_limit(limit: Option<usize>, default: usize, max: usize) -> usize {
     limit.unwrap_or(default).min(max)

@@ -16,6 +16,7 @@
 //! - `handlers`: what each route does, and the rejection → JSON error mapping.
 //! - `ws`: the `/ws` live feed loop.
 //! - `metrics`: the Prometheus text rendering of a [`Feed`].
+//! - `pac`: the proxy auto-config file for [`WebConfig::proxy`].
 //! - `token`: [`load_or_create_token`].
 //! - `static/`: the page (HTML, JS, CSS), compiled into the binary with `include_str!`.
 //!
@@ -33,6 +34,7 @@
 //! | `GET /api/strategy` | [`models::StrategyDto`] |
 //! | `POST /api/strategy` | `{"name": "…"}` with `Authorization: Bearer <token>` |
 //! | `GET /metrics` | Prometheus text format 0.0.4 |
+//! | `GET /proxy.pac` | proxy auto-config for [`WebConfig::proxy`] (no token); 404 when it is `None` |
 //!
 //! # Safety
 //!
@@ -50,6 +52,7 @@ mod filters;
 mod handlers;
 mod metrics;
 pub mod models;
+mod pac;
 mod token;
 mod ws;
 
@@ -66,6 +69,7 @@ pub use models::{
     ConnectionDto, ErrorBody, EventDto, Feed, InterfaceDto, LatencyPoint, SetStrategyRequest,
     StrategyDto, StrategyInfo, Totals, ZeroTierDto, ZtNetworkDto, ZtPeerDto, ZtRouteDto,
 };
+pub use pac::render as render_pac;
 pub use token::load_or_create_token;
 
 /// The engine's handle for the one state change the dashboard can make.
@@ -91,6 +95,10 @@ pub struct WebConfig {
     /// Accepted `Host` header values, with port: `["127.0.0.1:5000", "localhost:5000"]`. Compared
     /// case-insensitively. WebSocket origins must be `http://` followed by one of them.
     pub allowed_hosts: Vec<String>,
+    /// Where the proxy port (SOCKS5, SOCKS4/4a, HTTP) listens, for `GET /proxy.pac`; an
+    /// unspecified address (`0.0.0.0`, `::`) is named as loopback there. `None`: no PAC file
+    /// (404).
+    pub proxy: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for WebConfig {
@@ -98,6 +106,7 @@ impl fmt::Debug for WebConfig {
         f.debug_struct("WebConfig")
             .field("token", &"MASKED")
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -121,7 +130,7 @@ pub struct WebContext {
     pub feed: watch::Receiver<Arc<Feed>>,
     /// Handle for state changes.
     pub control: Arc<dyn Control>,
-    /// Token and allowed hosts.
+    /// Token, allowed hosts and proxy address.
     pub config: WebConfig,
 }
 
@@ -177,6 +186,7 @@ pub fn routes(ctx: WebContext) -> impl Filter<Extract = (impl Reply,), Error = I
 ///     config: WebConfig {
 ///         token: "0123456789abcdef0123456789abcdef".into(),
 ///         allowed_hosts: WebConfig::loopback_hosts(port),
+///         proxy: Some("127.0.0.1:1080".parse().unwrap()),
 ///     },
 /// };
 /// // The engine keeps `feed_tx` and publishes a new `Arc<Feed>` whenever something changes.

@@ -6,7 +6,7 @@
 
 use std::fmt::{Display, Write as _};
 
-use crate::models::Feed;
+use crate::models::{Feed, PROTOCOLS};
 
 /// `Content-Type` of the `/metrics` response.
 pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -207,6 +207,28 @@ pub fn render(feed: &Feed) -> String {
         sample(&mut out, name, &[], value);
     }
 
+    // Every known protocol has a sample (0 until its first connection), so a rate over it starts
+    // from 0 rather than from nothing; a protocol the feed names but this list does not (a
+    // newer engine) is exported too.
+    family(
+        &mut out,
+        "netmix_connections_opened_total",
+        "counter",
+        "Connections accepted, by client protocol (adds up to netmix_connections_total).",
+    );
+    let by_protocol = &t.connections_by_protocol;
+    for protocol in PROTOCOLS {
+        let opened = by_protocol.get(protocol).copied().unwrap_or(0);
+        let labels = [("protocol", protocol)];
+        sample(&mut out, "netmix_connections_opened_total", &labels, opened);
+    }
+    for (protocol, &opened) in by_protocol {
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            let labels = [("protocol", protocol.as_str())];
+            sample(&mut out, "netmix_connections_opened_total", &labels, opened);
+        }
+    }
+
     family(
         &mut out,
         "netmix_strategy_active",
@@ -313,10 +335,40 @@ mod tests {
             "netmix_failovers_total",
             "netmix_plugin_errors_total",
             "netmix_connections_failed_total",
+            "netmix_connections_opened_total",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
         assert!(text.contains("\nnetmix_connections_total 0\n"));
+        for protocol in PROTOCOLS {
+            let line = format!("\nnetmix_connections_opened_total{{protocol=\"{protocol}\"}} 0\n");
+            assert!(text.contains(&line), "{line:?} missing");
+        }
+    }
+
+    #[test]
+    fn connections_opened_are_counted_per_protocol() {
+        let mut feed = Feed::default();
+        let by_protocol = &mut feed.totals.connections_by_protocol;
+        by_protocol.insert("socks5".to_owned(), 7);
+        by_protocol.insert("http-connect".to_owned(), 2);
+        by_protocol.insert("future-proto".to_owned(), 1);
+        let text = render(&feed);
+        for (protocol, n) in [
+            ("socks5", 7),
+            ("http-connect", 2),
+            ("socks4", 0),
+            ("future-proto", 1),
+        ] {
+            let line =
+                format!("\nnetmix_connections_opened_total{{protocol=\"{protocol}\"}} {n}\n");
+            assert!(text.contains(&line), "{line:?} missing");
+        }
+        let samples = text
+            .lines()
+            .filter(|l| l.starts_with("netmix_connections_opened_total{"))
+            .count();
+        assert_eq!(samples, PROTOCOLS.len() + 1);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! its single source of truth (the ConnectionManager's snapshot); the web layer only reads them.
 //! They hold no secret: everything here may reach the browser.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One latency sample of an interface, for the latency chart.
@@ -73,6 +75,11 @@ pub struct ConnectionDto {
     pub id: u64,
     /// Client address (`127.0.0.1:53122`).
     pub client: String,
+    /// The client protocol: one of [`PROTOCOLS`] (`"socks5"`, `"socks4"`, `"http-connect"`,
+    /// `"http-forward"`, `"socks5-udp"`, `"socks5-bind"`). Empty in feeds from engines that
+    /// predate it.
+    #[serde(default)]
+    pub protocol: String,
     /// Requested destination (`example.com:443`).
     pub destination: String,
     /// Interface the connection went out on; `None` if it never connected.
@@ -140,6 +147,10 @@ pub struct StrategyDto {
 pub struct Totals {
     /// Connections accepted.
     pub connections_total: u64,
+    /// Connections accepted, by client protocol (see [`ConnectionDto::protocol`]); the values
+    /// add up to `connections_total`. Empty in feeds from engines that predate it.
+    #[serde(default)]
+    pub connections_by_protocol: BTreeMap<String, u64>,
     /// Connections currently open.
     pub connections_open: u64,
     /// Connections moved to another interface after a failure.
@@ -247,6 +258,18 @@ pub struct ZtPeerDto {
     /// The peer's version (`"-1.-1.-1"` when unknown).
     pub version: String,
 }
+
+/// Every client protocol the proxy port speaks, as [`ConnectionDto::protocol`] names it:
+/// SOCKS5 CONNECT, SOCKS4/4a, HTTP `CONNECT`, HTTP forward proxying (`GET http://…`), SOCKS5
+/// UDP ASSOCIATE and SOCKS5 BIND.
+pub const PROTOCOLS: [&str; 6] = [
+    "socks5",
+    "socks4",
+    "http-connect",
+    "http-forward",
+    "socks5-udp",
+    "socks5-bind",
+];
 
 /// The most connections a [`Feed`] carries.
 pub const MAX_CONNECTIONS: usize = 1000;

@@ -155,6 +155,7 @@ mod tests {
         ConnectionDto {
             id,
             client: "127.0.0.1:1".into(),
+            protocol: "socks5".into(),
             destination: "example.com:443".into(),
             interface: None,
             strategy: "s".into(),

@@ -276,6 +276,24 @@ async fn metrics_endpoint_is_valid_and_matches_the_feed() {
         value(&samples, "netmix_connections_failed_total", &[]),
         t.failed as f64
     );
+    assert!(!t.connections_by_protocol.is_empty());
+    for (protocol, &opened) in &t.connections_by_protocol {
+        assert_eq!(
+            value(
+                &samples,
+                "netmix_connections_opened_total",
+                &[("protocol", protocol)]
+            ),
+            opened as f64,
+            "{protocol}"
+        );
+    }
+    let opened: f64 = samples
+        .iter()
+        .filter(|s| s.name == "netmix_connections_opened_total")
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(opened, t.connections_total as f64);
     assert_eq!(
         value(
             &samples,

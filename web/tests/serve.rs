@@ -48,6 +48,7 @@ async fn serve_answers_real_http_and_shuts_down_gracefully() {
     h.ctx.config = WebConfig {
         token: common::TOKEN.to_owned(),
         allowed_hosts: WebConfig::loopback_hosts(addr.port()),
+        proxy: Some(common::PROXY),
     };
     let expected = h.ctx.feed.borrow().interfaces.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -107,6 +107,7 @@ impl Session {
             at: Instant::now(),
             at_unix_ms: unix_ms(),
             client: self.peer.to_string(),
+            protocol: self.label.to_owned(),
             destination: self.destination.clone(),
             interface: interface.map(str::to_owned),
             strategy: self.strategy.clone(),

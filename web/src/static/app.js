@@ -425,12 +425,23 @@
 
   // === connections and events ===
 
+  // Short names for ConnectionDto.protocol; an unknown one is shown as it comes.
+  const PROTOCOL_LABELS = new Map([
+    ["socks5", "SOCKS5"],
+    ["socks4", "SOCKS4"],
+    ["http-connect", "HTTP CONNECT"],
+    ["http-forward", "HTTP"],
+    ["socks5-udp", "UDP"],
+    ["socks5-bind", "BIND"],
+  ]);
+  const protocolLabel = (p) => PROTOCOL_LABELS.get(p) || p || "—";
+
   function renderConnections(feed) {
     const filter = $("#connections-filter").value.trim().toLowerCase();
     let rows = feed.connections;
     if (filter) {
       rows = rows.filter((c) =>
-        [c.client, c.destination, c.interface || "", c.strategy, c.reason, c.state].some((v) => v.toLowerCase().includes(filter)),
+        [c.client, protocolLabel(c.protocol), c.destination, c.interface || "", c.strategy, c.reason, c.state].some((v) => v.toLowerCase().includes(filter)),
       );
     }
     const shown = rows.slice(0, CONNECTION_ROWS);
@@ -445,6 +456,7 @@
         if (c.error) tr.title = c.error;
         const cells = [
           [c.client],
+          [protocolLabel(c.protocol), "protocol"],
           [c.destination],
           [c.interface || "—"],
           [c.strategy],

@@ -6,7 +6,8 @@
 use std::sync::{Arc, Mutex};
 
 use netmix_web::models::{
-    ConnectionDto, EventDto, Feed, InterfaceDto, LatencyPoint, StrategyDto, StrategyInfo, Totals,
+    ConnectionDto, EventDto, Feed, InterfaceDto, LatencyPoint, PROTOCOLS, StrategyDto,
+    StrategyInfo, Totals,
 };
 use netmix_web::{Control, WebConfig, WebContext};
 use tokio::sync::watch;
@@ -15,6 +16,9 @@ use tokio::sync::watch;
 pub const HOST: &str = "127.0.0.1:5000";
 /// The dashboard token of the test context.
 pub const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+/// The proxy listen address of the test context (for `/proxy.pac`).
+pub const PROXY: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1080);
 /// Strategies the fake engine knows.
 pub const STRATEGIES: [&str; 3] = ["round-robin", "latency", "sticky"];
 
@@ -78,6 +82,7 @@ pub fn harness_with(feed: Feed, publish: bool) -> Harness {
         config: WebConfig {
             token: TOKEN.to_owned(),
             allowed_hosts: vec![HOST.to_owned(), "localhost:5000".to_owned()],
+            proxy: Some(PROXY),
         },
     };
     Harness {
@@ -188,6 +193,7 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
             ConnectionDto {
                 id,
                 client: format!("127.0.0.1:{}", 40_000 + id % 20_000),
+                protocol: PROTOCOLS[(id % PROTOCOLS.len() as u64) as usize].to_owned(),
                 destination: format!("host{}.example.com:443", id % 50),
                 interface: (state != "failed").then(|| (*iface).to_owned()),
                 strategy: "latency".to_owned(),
@@ -221,11 +227,21 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
             }
         })
         .collect();
+    // Mostly SOCKS5, some of every other protocol; adds up to `connections_total`.
+    let connections_total = 12_000 + version * 10;
+    let mut connections_by_protocol: std::collections::BTreeMap<String, u64> = PROTOCOLS[1..]
+        .iter()
+        .zip(1..)
+        .map(|(&p, n)| (p.to_owned(), 100 * n))
+        .collect();
+    let others: u64 = connections_by_protocol.values().sum();
+    connections_by_protocol.insert(PROTOCOLS[0].to_owned(), connections_total - others);
     Feed {
         version,
         uptime_ms: 3_600_000 + version * 1000,
         totals: Totals {
-            connections_total: 12_000 + version * 10,
+            connections_total,
+            connections_by_protocol,
             connections_open: interfaces.iter().map(|i| u64::from(i.active)).sum(),
             failovers: 42,
             failed: 7,
@@ -254,6 +270,7 @@ pub async fn start_serving() -> (
     h.ctx.config = WebConfig {
         token: TOKEN.to_owned(),
         allowed_hosts: WebConfig::loopback_hosts(addr.port()),
+        proxy: Some(PROXY),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(netmix_web::serve(h.ctx.clone(), listener, async move {

@@ -88,6 +88,9 @@ pub struct Config {
     /// The web dashboard.
     #[serde(default)]
     pub dashboard: DashboardConfig,
+    /// Destinations routed by netmix itself rather than the strategy.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// Write one JSON line per connection here (for training learned strategies). Default: off.
     #[serde(default)]
     pub connection_log: Option<PathBuf>,
@@ -120,6 +123,16 @@ pub struct SocksConfig {
     /// a LAN client must not reach services that listen on 127.0.0.1 only.
     #[serde(default)]
     pub allow_local: bool,
+}
+
+/// `[routing]`: destinations the strategy does not choose for. Loopback always goes over
+/// loopback and a destination in an interface's on-link subnet through that interface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Networks reached unbound, following the OS's routing table (a VPN's ranges, say).
+    #[serde(default)]
+    pub direct: Vec<IpNet>,
 }
 
 /// `[socks.auth]`: the accepted users.
@@ -563,6 +576,7 @@ impl Default for Config {
             health: HealthConfig::default(),
             failover: FailoverConfig::default(),
             dashboard: DashboardConfig::default(),
+            routing: RoutingConfig::default(),
             connection_log: None,
             zerotier: ZeroTierConfig::default(),
             shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,

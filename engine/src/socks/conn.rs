@@ -52,6 +52,8 @@ pub struct ServeContext {
     pub users: Option<Users>,
     /// Destinations clients may not reach.
     pub deny: Vec<IpNet>,
+    /// Networks reached unbound, through the OS's routing table (`routing.direct`).
+    pub direct: Vec<IpNet>,
     /// netmix's own listening addresses (the proxy port, the dashboard): never a destination.
     pub own: Vec<SocketAddr>,
     /// Refuse loopback and link-local destinations (the proxy is shared beyond loopback and
@@ -129,6 +131,7 @@ impl ServeContext {
             router,
             users: config.socks.auth.as_ref().map(|a| Users(a.users.clone())),
             deny: config.socks.deny.clone(),
+            direct: config.routing.direct.clone(),
             own: std::iter::once(config.socks.listen)
                 .chain(config.dashboard.enabled.then_some(config.dashboard.listen))
                 .collect(),

@@ -272,7 +272,7 @@ async fn forward(
     let totals = Arc::new(Counts::default());
     let io = TokioIo::new(Counted {
         inner: opened.stream,
-        live: opened.record.member.handles.live.clone(),
+        live: opened.record.live(),
         counts: totals.clone(),
     });
     let record = opened.record;
@@ -360,7 +360,7 @@ async fn tunnel_upgraded(
         let mut client = TokioIo::new(upgraded);
         let moved = tokio::io::copy_bidirectional(&mut client, &mut outbound).await;
         let (up, down) = moved.unwrap_or_default();
-        let live = &opened.record.member.handles.live;
+        let live = opened.record.live();
         live.bytes_up.fetch_add(up, Ordering::Relaxed);
         live.bytes_down.fetch_add(down, Ordering::Relaxed);
         opened.record.closed(&ctx, Totals { up, down });

@@ -19,7 +19,7 @@ use tokio::time::{Instant, timeout};
 use super::conn::ServeContext;
 use super::handshake::{Reply, TargetAddr};
 use super::relay::{Totals, relay};
-use super::session::Session;
+use super::session::{LocalRoute, Session, Via};
 use crate::iface::bind::{ConnectError, connect_any};
 use crate::iface::{Outcome, Rescan, Source};
 use crate::router::Member;
@@ -33,20 +33,48 @@ pub(crate) struct Opened {
     pub record: Record,
 }
 
-/// An open connection's record and interface; it counts as in flight on that interface until
-/// [`Record::closed`].
+/// An open connection's record and what carries it; on an interface, it counts as in flight
+/// there until [`Record::closed`].
 pub(crate) struct Record {
     /// The connection's record.
     pub session: Session,
-    /// The interface that carries it.
-    pub member: Member,
-    _in_flight: InFlight,
+    carrier: Carrier,
+}
+
+enum Carrier {
+    Interface {
+        member: Member,
+        _in_flight: InFlight,
+    },
+    Unbound(&'static str),
+}
+
+impl Carrier {
+    fn via(&self) -> Via<'_> {
+        match self {
+            Self::Interface { member, .. } => Via::Interface(member),
+            Self::Unbound(name) => Via::Unbound(name),
+        }
+    }
 }
 
 impl Record {
+    /// What carries the connection.
+    pub fn via(&self) -> Via<'_> {
+        self.carrier.via()
+    }
+
+    /// The counters bytes moved count in: the interface's, or (unbound) a private set.
+    pub fn live(&self) -> RArc<api::LiveCounters> {
+        match &self.carrier {
+            Carrier::Interface { member, .. } => member.handles.live.clone(),
+            Carrier::Unbound(_) => RArc::new(api::LiveCounters::default()),
+        }
+    }
+
     /// The connection is over, having moved `totals`: every sink hears of it.
     pub fn closed(self, ctx: &ServeContext, totals: Totals) {
-        self.session.closed(ctx, &self.member, totals);
+        self.session.closed(ctx, self.via(), totals);
     }
 }
 
@@ -62,12 +90,72 @@ impl Opened {
             record.closed(ctx, Totals::default());
             return;
         }
-        let (session, member) = (&record.session, &record.member);
-        tracing::debug!(peer = %session.peer, target = %session.destination, iface = %member.state.name, reason = %session.reason, "Relaying.");
-        let mut totals = relay(client, &outbound, &member.handles.live, ctx.idle_timeout).await;
+        let session = &record.session;
+        tracing::debug!(peer = %session.peer, target = %session.destination, via = record.via().name(), reason = %session.reason, "Relaying.");
+        let live = record.live();
+        live.bytes_up
+            .fetch_add(early_data.len() as u64, Ordering::Relaxed);
+        let mut totals = relay(client, &outbound, &live, ctx.idle_timeout).await;
         totals.up += early_data.len() as u64;
         record.closed(ctx, totals);
     }
+}
+
+/// Where a destination lives when the strategy is not to be asked.
+enum Local {
+    /// Loopback or `routing.direct`: connect unbound, the OS routes it.
+    Unbound(&'static str, String),
+    /// Inside this interface's on-link subnet: through it only.
+    OnLink(Member, String),
+}
+
+/// Loopback goes over loopback, a `routing.direct` network follows the OS's routing table,
+/// and a destination in an interface's on-link subnet goes through that interface, whatever
+/// the strategy would say (judged by the first resolved address).
+fn local_route(ctx: &ServeContext, addrs: &[SocketAddr]) -> Option<Local> {
+    let ip = effective_ip(addrs.first()?.ip());
+    if ip.is_loopback() {
+        return Some(Local::Unbound("loopback", "loopback".to_owned()));
+    }
+    if let Some(net) = ctx.direct.iter().find(|n| n.contains(&ip)) {
+        return Some(Local::Unbound("direct", format!("direct ({net})")));
+    }
+    let snapshot = ctx.router.snapshot();
+    snapshot
+        .all
+        .iter()
+        .filter(|m| !m.state.retired)
+        .find_map(|m| {
+            let net = m
+                .state
+                .addrs
+                .iter()
+                .find(|n| n.prefix_len() < n.max_prefix_len() && n.contains(&ip))?;
+            let reason = format!("on-link ({}, {})", m.state.name, net.trunc());
+            Some(Local::OnLink(m.clone(), reason))
+        })
+}
+
+/// Connects without binding to any interface (the OS routes it), trying `addrs` in order
+/// within `deadline`.
+async fn connect_unbound(
+    addrs: &[SocketAddr],
+    deadline: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let until = Instant::now() + deadline;
+    let mut last = ConnectError::Timeout;
+    for addr in addrs {
+        let left = until.saturating_duration_since(Instant::now());
+        match timeout(left, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = ConnectError::Io(e),
+            Err(_) => return Err(ConnectError::Timeout),
+        }
+    }
+    Err(last)
 }
 
 /// Resolves `target`, checks `socks.deny`, picks and connects. Failures are logged (INFO for
@@ -90,6 +178,23 @@ pub(crate) async fn open(
         tracing::info!(%peer, %target, "{refusal}");
         return Err(Reply::NotAllowed);
     }
+    let (local, unbound) = match local_route(ctx, &addrs) {
+        None => (None, None),
+        Some(Local::Unbound(name, reason)) => (
+            Some(LocalRoute {
+                reason,
+                order: Vec::new(),
+            }),
+            Some(name),
+        ),
+        Some(Local::OnLink(member, reason)) => (
+            Some(LocalRoute {
+                reason,
+                order: vec![member],
+            }),
+            None,
+        ),
+    };
     let mut session = Session::new(
         ctx,
         peer,
@@ -98,21 +203,37 @@ pub(crate) async fn open(
         &addrs,
         protocol,
         api::Transport::Tcp,
+        local,
     );
-    match connect_with_failover(ctx, &mut session, &addrs).await {
-        Ok(Connected {
-            member,
-            stream,
-            _in_flight,
-        }) => {
-            session.connected(ctx, &member);
+    let connected = match unbound {
+        Some(name) => {
+            let started = Instant::now();
+            connect_unbound(&addrs, ctx.connect_timeout)
+                .await
+                .map(|stream| {
+                    session.connect_time = started.elapsed();
+                    (stream, Carrier::Unbound(name))
+                })
+                .map_err(Some)
+        }
+        None => connect_with_failover(ctx, &mut session, &addrs)
+            .await
+            .map(|c| {
+                (
+                    c.stream,
+                    Carrier::Interface {
+                        member: c.member,
+                        _in_flight: c._in_flight,
+                    },
+                )
+            }),
+    };
+    match connected {
+        Ok((stream, carrier)) => {
+            session.connected(ctx, carrier.via());
             Ok(Opened {
                 stream,
-                record: Record {
-                    session,
-                    member,
-                    _in_flight,
-                },
+                record: Record { session, carrier },
             })
         }
         Err(error) => {
@@ -239,7 +360,7 @@ async fn connect_with_failover(
                         }
                         conn.failed.push((member.state.name.clone(), error.to_string()));
                         conn.meta.tried.push(member.state.id);
-                        conn.decided_by.observe(|| conn.outcome(member.state.id, api::OutcomeStage::ConnectFailed));
+                        conn.observe(|| conn.outcome(member.state.id, api::OutcomeStage::ConnectFailed));
                         if error.suggests_link_down() {
                             ctx.rescan.do_send(Rescan);
                         }
@@ -250,7 +371,9 @@ async fn connect_with_failover(
                         }
                         last_error = Some(error);
                         // Ask again, with what failed in `tried`.
-                        queue = ctx.router.pick(&conn.meta).order;
+                        if !conn.pinned {
+                            queue = ctx.router.pick(&conn.meta).order;
+                        }
                         if attempts.is_empty()
                             && let Some(candidate) = next(&mut queue, &launched)
                         {

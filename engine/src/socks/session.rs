@@ -32,7 +32,10 @@ pub(crate) struct Session {
     pub(crate) meta: api::ConnMeta,
     pub(crate) strategy: String,
     pub(crate) reason: String,
-    pub(crate) decided_by: Arc<ActiveStrategy>,
+    /// The strategy that decided (`None` for a local route: on-link, loopback, direct).
+    pub(crate) decided_by: Option<Arc<ActiveStrategy>>,
+    /// A local route: only the interface it names (no re-pick after a failure).
+    pub(crate) pinned: bool,
     /// The first decision's order (fallbacks after the first pick); the connect phase takes it.
     pub(crate) order: Vec<Member>,
     /// Every candidate's numbers at decision time (only with a connection log).
@@ -44,7 +47,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Builds the connection's facts and asks the router (the pick phase).
+    /// Builds the connection's facts and asks the router (the pick phase), unless `local`
+    /// already says where the destination lives.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         ctx: &ServeContext,
         peer: SocketAddr,
@@ -53,6 +58,7 @@ impl Session {
         addrs: &[SocketAddr],
         protocol: api::ClientProtocol,
         transport: api::Transport,
+        local: Option<LocalRoute>,
     ) -> Self {
         let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
         let mut meta = match addrs.first() {
@@ -69,7 +75,14 @@ impl Session {
             (api::ClientProtocol::Socks5, api::Transport::Udp) => "socks5-udp",
             _ => protocol.known_name().unwrap_or("other"),
         };
-        let decision = ctx.router.pick(&meta);
+        let pinned = local.is_some();
+        let (strategy, reason, decided_by, order) = match local {
+            Some(route) => (LOCAL_STRATEGY.to_owned(), route.reason, None, route.order),
+            None => {
+                let d = ctx.router.pick(&meta);
+                (d.strategy, d.reason, Some(d.decided_by), d.order)
+            }
+        };
         let candidates = ctx.conn_log.as_ref().map(|_| {
             ctx.router
                 .snapshot()
@@ -84,14 +97,22 @@ impl Session {
             label,
             accepted_unix_ms: unix_ms(),
             meta,
-            strategy: decision.strategy,
-            reason: decision.reason,
-            decided_by: decision.decided_by,
-            order: decision.order,
+            strategy,
+            reason,
+            decided_by,
+            pinned,
+            order,
             candidates,
             failed: Vec::new(),
             connect_time: Duration::ZERO,
             relay_started: None,
+        }
+    }
+
+    /// Tells the deciding strategy (if one decided) about an outcome.
+    pub(crate) fn observe(&self, outcome: impl FnOnce() -> api::ConnOutcome) {
+        if let Some(strategy) = &self.decided_by {
+            strategy.observe(outcome);
         }
     }
 
@@ -184,11 +205,16 @@ impl Session {
     }
 
     /// Connected through `member`: remember it, tell the feed, the strategy and the event log.
-    pub(crate) fn connected(&mut self, ctx: &ServeContext, member: &Member) {
+    pub(crate) fn connected(&mut self, ctx: &ServeContext, via: Via<'_>) {
         self.relay_started = Some(Instant::now());
-        ctx.router.remember(&self.meta, member.state.id);
         if let Some(feed) = &ctx.feed {
-            feed.send(self.opened_event(Some(&member.state.name), None));
+            feed.send(self.opened_event(Some(via.name()), None));
+        }
+        let Via::Interface(member) = via else {
+            return;
+        };
+        if !self.pinned {
+            ctx.router.remember(&self.meta, member.state.id);
         }
         if !self.failed.is_empty() {
             let tried: Vec<String> = self
@@ -206,15 +232,14 @@ impl Session {
             ctx.events
                 .emit(EventKind::Failover, Some(&member.state.name), message);
         }
-        self.decided_by
-            .observe(|| self.outcome(member.state.id, api::OutcomeStage::Connected));
+        self.observe(|| self.outcome(member.state.id, api::OutcomeStage::Connected));
     }
 
     /// The relay ended (or never started): the record's last facts go to every sink.
-    pub(crate) fn closed(&self, ctx: &ServeContext, member: &Member, totals: Totals) {
+    pub(crate) fn closed(&self, ctx: &ServeContext, via: Via<'_>, totals: Totals) {
         if let (Some(log), Some(record)) = (
             &ctx.conn_log,
-            self.log_record(Some(&member.state.name), totals, None),
+            self.log_record(Some(via.name()), totals, None),
         ) {
             log.log(record);
         }
@@ -226,7 +251,11 @@ impl Session {
                 bytes_down: totals.down,
             });
         }
-        self.decided_by.observe(|| {
+        tracing::debug!(peer = %self.peer, target = %self.destination, via = via.name(), up = totals.up, down = totals.down, "Closed.");
+        let Via::Interface(member) = via else {
+            return;
+        };
+        self.observe(|| {
             let mut outcome = self.outcome(member.state.id, api::OutcomeStage::Closed);
             outcome.bytes_up = totals.up;
             outcome.bytes_down = totals.down;
@@ -235,6 +264,36 @@ impl Session {
                 .map_or(0, |t| t.elapsed().as_micros() as u64);
             outcome
         });
-        tracing::debug!(peer = %self.peer, target = %self.destination, iface = %member.state.name, up = totals.up, down = totals.down, "Closed.");
+    }
+}
+
+/// The strategy column of a connection routed locally.
+pub(crate) const LOCAL_STRATEGY: &str = "local route";
+
+/// Where a destination lives when the strategy is not asked: the interface whose on-link
+/// subnet holds it, or nowhere in particular (loopback, `routing.direct`: the OS routes it).
+pub(crate) struct LocalRoute {
+    /// `on-link (wan1, 198.18.11.0/24)`, `loopback`, `direct (10.0.0.0/8)`.
+    pub reason: String,
+    /// The one interface to use; empty for an unbound connection.
+    pub order: Vec<Member>,
+}
+
+/// What carried a connection: an interface, or the OS's own routing (unbound).
+#[derive(Clone, Copy)]
+pub(crate) enum Via<'a> {
+    /// Bound to this interface.
+    Interface(&'a Member),
+    /// Unbound: `loopback` or `direct`.
+    Unbound(&'static str),
+}
+
+impl Via<'_> {
+    /// The name the dashboard and the log show.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Self::Interface(m) => &m.state.name,
+            Self::Unbound(name) => name,
+        }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use netmix_integration::engine::rss_kib;
 use netmix_integration::{
     ECHO_PORT, HTTP_PORT, Lab, LinkSpec, TARGET, Target, WHOAMI_PORT, socks5_connect, spawn_engine,
 };
@@ -149,15 +150,6 @@ fn netmix_config(strategy: &str, include: &str, extra: &str) -> String {
 fn pct(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn main() {

@@ -42,6 +42,7 @@ pub mod engine;
 pub mod lab;
 pub mod ns;
 pub mod servers;
+pub mod soak;
 pub mod socks;
 pub mod web;
 pub mod zerotier_standin;

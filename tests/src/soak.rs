@@ -196,7 +196,7 @@ pub fn run_soak(length: Duration, seed: u64) -> SoakReport {
                         continue;
                     }
                     report.faults += 1;
-                    if rng.next() % 2 == 0 {
+                    if rng.next().is_multiple_of(2) {
                         lab.set_link_down(k);
                         state[k] = Fault::Down;
                         note(&notes, started, &format!("{dev} down"));
@@ -220,8 +220,8 @@ pub fn run_soak(length: Duration, seed: u64) -> SoakReport {
         list.as_array().is_some_and(|a| a.len() == 3)
     });
     stop.store(true, Ordering::Relaxed);
-    for k in 0..3 {
-        match state[k] {
+    for (k, fault) in state.iter().enumerate() {
+        match fault {
             Fault::Down => lab.set_link_up(k),
             Fault::Blackhole => lab.blackhole(k, false),
             Fault::None => {}

@@ -332,6 +332,46 @@ fn state_dir(
     set(xdg).or_else(|| set(set(home).or_else(account_home)).map(|h| h.join(".local/state")))
 }
 
+/// The running user's home folder: `$HOME`, else what the user database says.
+fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(account_home)
+}
+
+/// Rewrites serde's and toml's words for types into a user's: `expected usize` → `expected a
+/// whole number`, `invalid socket address syntax` → what an address with a port looks like.
+fn in_words(reason: &str) -> String {
+    let mut out = reason.to_owned();
+    for (rust, words) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number"),
+        ("expected u64", "expected a whole number"),
+        ("expected usize", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        (
+            "invalid socket address syntax",
+            "not an address with a port: write it like 127.0.0.1:1080 or [::1]:1080 (ports are 1–65535)",
+        ),
+        (
+            "invalid IP address syntax",
+            "not an IP address: write it like 192.0.2.1 or 2001:db8::1",
+        ),
+        (
+            "invalid IP network syntax",
+            "not a network: write it like 10.0.0.0/8",
+        ),
+    ] {
+        out = out.replace(rust, words);
+    }
+    out
+}
+
 /// The home directory the user database gives the user netmix runs as.
 #[cfg(unix)]
 fn account_home() -> Option<PathBuf> {
@@ -416,13 +456,37 @@ pub struct DiscoveryConfig {
 }
 
 /// `[plugins]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
-    /// Folder holding strategy plugins (`*.so`, `*.dll`, `*.dylib`). Default: the `plugins`
-    /// folder next to the `netmix` executable, then the executable's own folder.
+    /// Folders holding your own strategy plugins (`*.so`, `*.dll`, `*.dylib`), searched in
+    /// order before the shipped ones.
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    /// One more folder, searched first (the older spelling of `dirs = [...]`).
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// Also load the shipped plugins: the `plugins` folder next to the `netmix` executable
+    /// (else the executable's own folder, files named like strategy plugins only).
+    #[serde(default = "default_true")]
+    pub include_builtin: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dirs: Vec::new(),
+            dir: None,
+            include_builtin: true,
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// The user's folders, in search order.
+    pub fn user_dirs(&self) -> impl Iterator<Item = &PathBuf> {
+        self.dir.iter().chain(&self.dirs)
+    }
 }
 
 const fn default_max_connections() -> usize {
@@ -645,14 +709,14 @@ impl Config {
         let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
         let de = toml::Deserializer::parse(text).map_err(|e| ConfigError {
             file: None,
-            key: "(syntax)".into(),
+            key: "TOML syntax".into(),
             reason: e.message().trim().to_owned(),
             line: e.span().map(|s| line_of(s.start)),
         })?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = e.path().to_string();
             let inner = e.into_inner();
-            let reason = inner.message().trim().to_owned();
+            let reason = in_words(inner.message().trim());
             // Name the unknown key itself, whatever path depth serde reported it at.
             if let Some(rest) = reason.strip_prefix("unknown field `")
                 && let Some(field) = rest.split('`').next()
@@ -674,8 +738,58 @@ impl Config {
                 line: inner.span().map(|s| line_of(s.start)),
             }
         })?;
+        let mut config = config;
+        config.expand_home(home_dir)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Expands a leading `~/` in every path the config names (as a shell would), with the
+    /// home folder `home` gives.
+    ///
+    /// # Errors
+    /// A path that starts with `~` when there is no home folder, or in the `~user` form.
+    fn expand_home(&mut self, home: impl Fn() -> Option<PathBuf>) -> Result<(), ConfigError> {
+        let expand = |key: &str, path: &mut PathBuf| -> Result<(), ConfigError> {
+            let Some(text) = path.to_str() else {
+                return Ok(());
+            };
+            let rest = match text {
+                "~" => "",
+                t if t.starts_with("~/") => &t[2..],
+                t if t.starts_with('~') => {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{t}: only ~/ (your own home folder) is expanded, not ~user"),
+                    ));
+                }
+                _ => return Ok(()),
+            };
+            let home = home().ok_or_else(|| {
+                ConfigError::new(
+                    key,
+                    format!("{text}: ~ cannot be expanded: HOME is not set and the user database names no home folder"),
+                )
+            })?;
+            *path = home.join(rest);
+            Ok(())
+        };
+        if let Some(p) = &mut self.plugins.dir {
+            expand("plugins.dir", p)?;
+        }
+        for (i, p) in self.plugins.dirs.iter_mut().enumerate() {
+            expand(&format!("plugins.dirs[{i}]"), p)?;
+        }
+        if let Some(p) = &mut self.dashboard.token_file {
+            expand("dashboard.token_file", p)?;
+        }
+        if let Some(p) = &mut self.connection_log {
+            expand("connection_log", p)?;
+        }
+        if let Some(p) = &mut self.zerotier.home {
+            expand("zerotier.home", p)?;
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot: ranges, globs, and the safety rules.

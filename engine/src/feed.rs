@@ -195,12 +195,13 @@ impl DashboardFeed {
                 })
                 .collect(),
             fallback_active: self.router.is_fallback(),
-            last_error: self
-                .recent_events
-                .iter()
-                .rev()
-                .find(|e| e.kind == "plugin_error" || e.kind == "fallback")
-                .map(|e| e.message.clone()),
+            last_error: self.router.fallback_reason().or_else(|| {
+                self.recent_events
+                    .iter()
+                    .rev()
+                    .find(|e| e.kind == "plugin_error" || e.kind == "fallback")
+                    .map(|e| e.message.clone())
+            }),
         }
     }
 

@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod connlog;
 pub mod events;
@@ -98,7 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let events = Events::new();
     // Subscribed before anything can happen, so the dashboard sees start-up events too.
     let early_events = events.subscribe();
-    let router = Arc::new(load_strategies(&config, &events));
+    let router = Arc::new(load_strategies(&config, &events).router);
     let manager = ConnectionManager::new(router.clone()).start();
     let discovery = Discovery::new(
         InterfaceFilter::new(&config),
@@ -156,6 +157,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })?),
         None => None,
     };
+    let serve_router = router.clone();
     let serve = Arc::new(ServeContext::new(
         &config,
         router,
@@ -172,7 +174,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         token.clone(),
     )
     .start();
-    tracing::info!(listen = %local, strategy = %config.strategy, "netmix is ready.");
+    match serve_router.fallback_reason() {
+        None => {
+            tracing::info!(listen = %local, strategy = %serve_router.active_name(), "netmix is ready.")
+        }
+        Some(why) => tracing::warn!(
+            listen = %local,
+            strategy = %serve_router.active_name(),
+            "netmix is ready, but not with the configured strategy: {why}."
+        ),
+    }
 
     shutdown.await;
     token.cancel();
@@ -253,9 +264,24 @@ async fn start_dashboard(
     Ok(feed)
 }
 
-/// Loads the plugins folder, logs every refused file in one line, and selects the configured
-/// strategy (falling back to the built-in one, loudly, when it cannot).
-fn load_strategies(config: &Config, events: &Events) -> Router {
+/// The strategies a config gets: the router with every loaded plugin and the configured
+/// strategy selected (or the built-in standing in, with the reason), and what the plugin scan
+/// refused or replaced. `netmix run`, `check-config` and `netmix plugins` all start from this,
+/// so they say the same.
+pub struct Strategies {
+    /// The router, the configured strategy selected or the built-in standing in.
+    pub router: Router,
+    /// The plugin folders searched.
+    pub dirs: Vec<std::path::PathBuf>,
+    /// Plugin files refused, one line each.
+    pub refused: Vec<netmix_plugin_api::host::PluginLoadError>,
+    /// Shipped plugins replaced by the user's: (shipped file, user's file).
+    pub replaced: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Loads the plugin folders and selects the configured strategy (see [`Strategies`]); logs
+/// every refused file in one line and the fallback, loudly, when the strategy cannot start.
+pub fn load_strategies(config: &Config, events: &Events) -> Strategies {
     let scan = router::plugins::scan(config);
     for refused in &scan.refused {
         tracing::warn!("Plugin refused: {refused}");
@@ -268,6 +294,9 @@ fn load_strategies(config: &Config, events: &Events) -> Router {
     for plugin in &scan.loaded {
         tracing::info!(strategy = %plugin.name, file = %plugin.path.display(), "Plugin loaded.");
     }
+    for (shipped, by) in &scan.replaced {
+        tracing::info!(shipped = %shipped.display(), by = %by.display(), "Shipped plugin replaced by your own of the same name.");
+    }
     let plugins = scan
         .loaded
         .into_iter()
@@ -279,7 +308,12 @@ fn load_strategies(config: &Config, events: &Events) -> Router {
     let router = Router::with_plugins(events.clone(), plugins)
         .with_stickiness(Duration::from_secs(config.sticky_ttl_secs));
     router.select_or_fallback(&config.strategy);
-    router
+    Strategies {
+        router,
+        dirs: scan.dirs,
+        refused: scan.refused,
+        replaced: scan.replaced,
+    }
 }
 
 /// Builds the runtime and the actix System, then runs [`run`] on it.

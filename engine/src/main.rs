@@ -103,16 +103,18 @@ fn main() -> ExitCode {
             };
             print_plugins(&config)
         }
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+        Command::CheckConfig { file } => {
+            let problems = netmix::check::check(&file);
+            if problems.is_empty() {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("netmix: config error: {e}");
+            } else {
+                for p in &problems {
+                    eprintln!("netmix: config error: {p}");
+                }
                 ExitCode::from(EX_USAGE)
             }
-        },
+        }
     }
 }
 
@@ -158,9 +160,11 @@ fn print_interfaces(config: &Config) -> ExitCode {
 
 fn print_plugins(config: &Config) -> ExitCode {
     let scan = netmix::router::plugins::scan(config);
-    match &scan.dir {
-        Some(dir) => println!("plugins folder: {}", dir.display()),
-        None => println!("plugins folder: (none found)"),
+    if scan.dirs.is_empty() {
+        println!("plugins folders: (none)");
+    }
+    for dir in &scan.dirs {
+        println!("plugins folder: {}", dir.display());
     }
     println!("{:<16} {:<60} FILE", "STRATEGY", "DESCRIPTION");
     for p in &scan.loaded {
@@ -180,15 +184,18 @@ fn print_plugins(config: &Config) -> ExitCode {
     for refused in &scan.refused {
         println!("refused: {refused}");
     }
-    let selected = &config.strategy;
-    if scan.loaded.iter().any(|p| &p.name == selected) || selected == netmix::router::BUILTIN {
-        println!("selected: {selected}");
-    } else {
-        println!(
-            "selected: {selected} (not found: the built-in {} would answer)",
-            netmix::router::BUILTIN
-        );
-    }
+    println!("selected: {}", config.strategy);
+    // The same start-up `run` makes, quietly: which strategy would answer, and why not the
+    // selected one when it would not.
+    let quiet = tracing_subscriber::registry();
+    let answering = tracing::subscriber::with_default(quiet, || {
+        let router = netmix::load_strategies(config, &netmix::events::Events::new()).router;
+        match router.fallback_reason() {
+            None => router.active_name(),
+            Some(why) => format!("{} ({why})", router.active_name()),
+        }
+    });
+    println!("answering: {answering}");
     ExitCode::SUCCESS
 }
 

@@ -206,12 +206,14 @@ pub async fn serve(
     use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "(unknown)".to_owned(), |a| a.to_string());
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = warp::service(filters::all(ctx, Some(stop_rx)));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut turned_away = RateLimited::new(std::time::Duration::from_secs(10));
-    tracing::info!(addr = ?addr, "Dashboard listening.");
+    tracing::info!(%addr, "Dashboard listening.");
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -273,7 +275,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let all = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all)).await;
-    tracing::info!(addr = ?addr, "Dashboard stopped.");
+    tracing::info!(%addr, "Dashboard stopped.");
 }
 
 /// Most dashboard connections served at once (the page, its API polls and its live feed take a

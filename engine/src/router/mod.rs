@@ -146,6 +146,8 @@ struct Shared {
     active: ArcSwap<ActiveStrategy>,
     /// The name the user selected (may be missing, then the built-in stands in).
     selected: ArcSwap<String>,
+    /// Why the built-in answers for the selected strategy, while it does.
+    fallback: Mutex<Option<String>>,
     events: Events,
     plugin_errors: AtomicU64,
     /// Serialises the active plugin's rebuilds (the rebuild thread and `select`): `rebuild` is
@@ -209,6 +211,7 @@ impl Router {
             active: ArcSwap::new(builtin.clone()),
             builtin,
             selected: ArcSwap::from_pointee(BUILTIN.to_owned()),
+            fallback: Mutex::new(None),
             events,
             plugin_errors: AtomicU64::new(0),
             rebuild_lock: Mutex::new(()),
@@ -325,6 +328,11 @@ impl Router {
     }
 
     fn activate(&self, name: &str, active: Arc<ActiveStrategy>) {
+        *self
+            .shared
+            .fallback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.shared.active.store(active);
         self.shared.selected.store(Arc::new(name.to_owned()));
         // A snapshot published while it was being built is handed over now.
@@ -334,15 +342,29 @@ impl Router {
     /// Selects `name`, or falls back to the built-in (and says so) when it cannot.
     pub fn select_or_fallback(&self, name: &str) {
         if let Err(error) = self.select(name) {
-            tracing::warn!(%error, fallback = BUILTIN, "Cannot use the configured strategy; using the built-in one.");
-            self.shared.events.emit(
-                EventKind::Fallback,
-                None,
-                format!("{error}; using the built-in {BUILTIN}"),
-            );
+            let why = format!("{error}; the built-in {BUILTIN} answers instead");
+            tracing::warn!("{why}");
+            self.shared
+                .events
+                .emit(EventKind::Fallback, None, why.clone());
             self.shared.active.store(self.shared.builtin.clone());
             self.shared.selected.store(Arc::new(name.to_owned()));
+            *self
+                .shared
+                .fallback
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
         }
+    }
+
+    /// Why the built-in answers in place of the selected strategy (the words the start-up
+    /// line, `netmix plugins` and the dashboard all use), or `None` when the selected one does.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.shared
+            .fallback
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every selectable strategy: plugins, then the built-in (unless a plugin took its name).

@@ -58,6 +58,23 @@ pub enum Command {
     UdpAssociate,
 }
 
+impl Reply {
+    /// What the reply says, in words (for logs).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::GeneralFailure => "connect failed",
+            Self::NotAllowed => "not allowed",
+            Self::NetworkUnreachable => "network unreachable",
+            Self::HostUnreachable => "host unreachable",
+            Self::ConnectionRefused => "connection refused",
+            Self::TtlExpired => "connect timed out",
+            Self::CommandNotSupported => "command not supported",
+            Self::AddressTypeNotSupported => "address type not supported",
+        }
+    }
+}
+
 /// Where the client wants to go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetAddr {

@@ -242,8 +242,8 @@ pub(crate) async fn open(
                 %peer,
                 %target,
                 protocol = session.label,
-                reply = ?reply,
-                error = error.as_ref().map(|e| e.to_string()),
+                outcome = reply.describe(),
+                error = %error.as_ref().map_or_else(|| "no usable interface".to_owned(), ToString::to_string),
                 "Connection failed."
             );
             session.failed(ctx, error.as_ref());

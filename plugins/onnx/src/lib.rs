@@ -243,7 +243,28 @@ impl Onnx {
                 .map_or(1, |d| d.as_nanos() as u64)
         });
         let model: Arc<Loaded> = Arc::new(OnceLock::new());
-        if config.mode == Mode::Model {
+        // What can be known at once (the files are there) is said at once, during
+        // construction, so `netmix check-config` and the start-up log report it; only the
+        // loading itself waits for the background thread.
+        let missing = (config.mode == Mode::Model)
+            .then(|| {
+                model::find_library(config.library.as_deref())
+                    .err()
+                    .or_else(|| {
+                        config
+                            .model
+                            .as_ref()
+                            .filter(|p| !p.is_file())
+                            .map(|p| format!("model file {} does not exist", p.display()))
+                    })
+            })
+            .flatten();
+        if let Some(msg) = missing {
+            log::warn(format_args!(
+                "ONNX model unavailable, falling back to latency scoring: {msg}"
+            ));
+            let _ = model.set(Err(msg));
+        } else if config.mode == Mode::Model {
             let (slot, cfg) = (model.clone(), config.clone());
             let spawned = std::thread::Builder::new()
                 .name("netmix-onnx-load".into())

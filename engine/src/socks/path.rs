@@ -44,6 +44,31 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// A connection that `member` carries without a connect of netmix's (a UDP association,
+    /// a BIND's listening socket): counted in flight on `member` from now on.
+    pub fn start(session: Session, member: Member) -> Self {
+        let in_flight = InFlight::start(&member.handles.live);
+        Self {
+            session,
+            member,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// The connection leaves its interface (no longer usable: `why`) for `to`: it counts in
+    /// flight there from now on, and every sink hears of the move.
+    pub fn moved(&mut self, ctx: &ServeContext, to: Member, why: &str) {
+        let from = std::mem::replace(&mut self.member, to);
+        self._in_flight = InFlight::start(&self.member.handles.live);
+        self.session.moved(ctx, &from, &self.member, why);
+    }
+
+    /// The connection never carried anything, for the reason `why`: every sink hears of the
+    /// failure instead of a close.
+    pub fn failed(self, ctx: &ServeContext, why: String) {
+        self.session.failed_because(ctx, why);
+    }
+
     /// The connection is over, having moved `totals`: every sink hears of it.
     pub fn closed(self, ctx: &ServeContext, totals: Totals) {
         self.session.closed(ctx, &self.member, totals);
@@ -79,26 +104,7 @@ pub(crate) async fn open(
     target: &TargetAddr,
     protocol: api::ClientProtocol,
 ) -> Result<Opened, Reply> {
-    let (host, addrs) = match resolve(target, ctx.connect_timeout).await {
-        Ok(found) => found,
-        Err(reason) => {
-            tracing::debug!(%peer, %target, reason, "Cannot resolve.");
-            return Err(Reply::HostUnreachable);
-        }
-    };
-    if let Some(denied) = addrs.iter().find(|a| is_denied(&ctx.deny, a.ip())) {
-        tracing::info!(%peer, %target, %denied, "Destination not allowed by socks.deny.");
-        return Err(Reply::NotAllowed);
-    }
-    let mut session = Session::new(
-        ctx,
-        peer,
-        target,
-        host,
-        &addrs,
-        protocol,
-        api::Transport::Tcp,
-    );
+    let (mut session, addrs) = decide(ctx, peer, target, protocol, api::Transport::Tcp).await?;
     match connect_with_failover(ctx, &mut session, &addrs).await {
         Ok(Connected {
             member,
@@ -129,6 +135,32 @@ pub(crate) async fn open(
             Err(reply)
         }
     }
+}
+
+/// The steps before any connect, which every command shares: resolves `target`, checks
+/// `socks.deny` and asks the strategy (the [`Session`]'s `order`). Failures are logged and
+/// come back as the SOCKS5 reply code that says why: `HostUnreachable` (no such name) or
+/// `NotAllowed` (denied).
+pub(crate) async fn decide(
+    ctx: &ServeContext,
+    peer: SocketAddr,
+    target: &TargetAddr,
+    protocol: api::ClientProtocol,
+    transport: api::Transport,
+) -> Result<(Session, Vec<SocketAddr>), Reply> {
+    let (host, addrs) = match resolve(target, ctx.connect_timeout).await {
+        Ok(found) => found,
+        Err(reason) => {
+            tracing::debug!(%peer, %target, reason, "Cannot resolve.");
+            return Err(Reply::HostUnreachable);
+        }
+    };
+    if let Some(denied) = addrs.iter().find(|a| is_denied(&ctx.deny, a.ip())) {
+        tracing::info!(%peer, %target, %denied, "Destination not allowed by socks.deny.");
+        return Err(Reply::NotAllowed);
+    }
+    let session = Session::new(ctx, peer, target, host, &addrs, protocol, transport);
+    Ok((session, addrs))
 }
 
 /// A connection counted in its interface's in-flight number ([`api::LiveCounters::active`])

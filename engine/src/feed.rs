@@ -60,6 +60,15 @@ pub enum ConnEvent {
         /// Set when no interface connected.
         error: Option<String>,
     },
+    /// Moved to another interface while open (a UDP association whose interface went away).
+    Moved {
+        /// The id from `Opened`.
+        id: u64,
+        /// The interface that carries it now.
+        interface: String,
+        /// Interfaces it has left or that failed before.
+        retries: u32,
+    },
     /// Finished.
     Closed {
         /// The id from `Opened`.
@@ -357,6 +366,16 @@ impl DashboardFeed {
                     self.push_closed(dto);
                 } else {
                     self.open.insert(id, (dto, at));
+                }
+            }
+            ConnEvent::Moved {
+                id,
+                interface,
+                retries,
+            } => {
+                if let Some((dto, _)) = self.open.get_mut(&id) {
+                    dto.interface = Some(interface);
+                    dto.retries = retries;
                 }
             }
             ConnEvent::Closed {

@@ -146,6 +146,40 @@ pub fn http_head(data: &[u8]) {
     }
 }
 
+/// The SOCKS5 UDP request header parser (RFC 1928 §7) over `data` as a datagram a client
+/// sent to its relay. What it reads lies inside the datagram, and an IP target's header
+/// encodes back to the same bytes' meaning (the relay's answers use the same layout).
+pub fn socks5_udp_header(data: &[u8]) {
+    let Ok(header) = handshake::parse_udp_header(data) else {
+        return;
+    };
+    assert!(
+        header.len >= 4 + 1 + 2 && header.len <= data.len(),
+        "header of {} bytes in a {}-byte datagram",
+        header.len,
+        data.len()
+    );
+    assert!(
+        header.len <= 4 + 1 + 255 + 2,
+        "header of {} bytes",
+        header.len
+    );
+    match &header.target {
+        handshake::TargetAddr::Ip(addr) => {
+            let (bytes, len) = handshake::encode_udp_header(*addr);
+            assert_eq!(len, header.len, "an address header has one length");
+            let again = handshake::parse_udp_header(&bytes[..len]).expect("re-encoded header");
+            assert_eq!(again.target, header.target, "round trip");
+            assert_eq!(again.frag, 0);
+            assert_eq!(&bytes[3..len], &data[3..len], "ATYP, address, port as sent");
+        }
+        handshake::TargetAddr::Domain(host, _) => {
+            assert!(!host.is_empty(), "an empty name is refused");
+            assert_eq!(header.len, 4 + 1 + host.len() + 2, "the name's length byte");
+        }
+    }
+}
+
 /// The config parser over `data` (UTF-8 only: the loader reads text). An error is one line
 /// that names the key.
 pub fn config(data: &[u8]) {
@@ -264,6 +298,13 @@ mod tests {
     fn http_head_corpus_and_mutations_never_panic() {
         let seeds = seeds(&root().join("fuzz/corpus/http_head"));
         let runs = run(http_head, &seeds, Duration::from_secs(5));
+        assert!(runs > 10_000, "only {runs} inputs in the budget");
+    }
+
+    #[test]
+    fn socks5_udp_header_corpus_and_mutations_never_panic() {
+        let seeds = seeds(&root().join("fuzz/corpus/socks5_udp_header"));
+        let runs = run(socks5_udp_header, &seeds, Duration::from_secs(5));
         assert!(runs > 10_000, "only {runs} inputs in the budget");
     }
 

@@ -21,7 +21,8 @@
 //! - [`manager`]: the single holder of the interface set; builds the snapshot.
 //! - [`router`]: the snapshot, strategies and the per-connection choice (never an actor
 //!   round-trip).
-//! - [`socks`]: the SOCKS5 listener actor, the handshake, and the relay tasks.
+//! - [`socks`]: the proxy listener actor, the handshakes (SOCKS5, SOCKS4, HTTP), the shared
+//!   connection path, the relay tasks, and SOCKS5 BIND and UDP ASSOCIATE.
 //! - [`zerotier`]: the ZeroTier agent (local ZeroTier One API → networks, routes, peers for
 //!   the router's snapshot and the dashboard).
 //!

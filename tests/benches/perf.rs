@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo build --release --workspace
-//! NETMIX_PROFILE=release cargo bench -p netmix-integration --bench perf [-- a b c d e f]
+//! NETMIX_PROFILE=release cargo bench -p netmix-integration --bench perf [-- a b c d e f g]
 //! ```
 //!
 //! - (a) single-stream throughput: 1 GiB over an unshaped link;
@@ -13,6 +13,9 @@
 //! - (e) aggregate goodput of 24 × 8 MiB downloads over 20/40/80 Mbit/s links, per strategy,
 //!   against the links' sum (nominal, and measured link by link in the same run);
 //! - (f) HTTP CONNECT against SOCKS5 on the same port: set-up rate and 1 GiB throughput.
+//! - (g) UDP datagrams per second through a SOCKS5 UDP association: 100,000 echo round trips
+//!   of 100-byte datagrams, 32 in flight, median of 3 rounds, against direct and a bare UDP
+//!   forwarder, plus the round-trip time of one datagram at a time (p50, p99 of 2,000).
 //!
 //! "Direct" is the same client opening the same connection itself, bound to the link. The
 //! client runs on a tokio runtime whose threads all live in the lab's client namespace; the
@@ -163,7 +166,7 @@ fn main() {
         "netmix performance suite — {}",
         netmix_integration::netmix_bin().display()
     );
-    if wants("a") || wants("b") || wants("c") || wants("d") || wants("f") {
+    if ["a", "b", "c", "d", "f", "g"].iter().any(|x| wants(x)) {
         unshaped(&wants);
     }
     if wants("e") {
@@ -171,7 +174,7 @@ fn main() {
     }
 }
 
-/// (a)–(d) on one unshaped link.
+/// (a)–(d), (f) and (g) on one unshaped link.
 fn unshaped(wants: &dyn Fn(&str) -> bool) {
     let lab = Lab::with_links(1);
     let _servers = lab.start_servers_blocking();
@@ -180,11 +183,14 @@ fn unshaped(wants: &dyn Fn(&str) -> bool) {
     let direct = Path::Direct(0, lab.link(0).client_addr.into());
     let via = Path::Netmix(engine.socks_addr());
     let pid = engine.pid();
-    let [a, b, c, d, f] = ["a", "b", "c", "d", "f"].map(wants);
+    let [a, b, c, d, f, g] = ["a", "b", "c", "d", "f", "g"].map(wants);
     let connect = Path::HttpConnect(engine.socks_addr());
+    let socks = engine.socks_addr();
     let (_forwarder_rt, forwarder) =
         spawn_forwarder(lab.client_ns(), lab.link(0).client_addr.into());
     let forward = Path::Forward(forwarder);
+    let (_udp_forwarder_rt, udp_forwarder) =
+        spawn_udp_forwarder(lab.client_ns(), lab.link(0).client_addr.into());
     rt.block_on(async move {
         tokio::spawn(async move {
             if a {
@@ -201,6 +207,9 @@ fn unshaped(wants: &dyn Fn(&str) -> bool) {
             }
             if f {
                 bench_f(via, connect).await;
+            }
+            if g {
+                bench_g(direct, socks, udp_forwarder, pid).await;
             }
         })
         .await
@@ -482,6 +491,189 @@ async fn bench_d(via: Path, pid: u32) {
         per
     );
     drop(held);
+}
+
+/// The least a UDP relay must do: a bare forwarder (no SOCKS header, no checks, no choice,
+/// no accounting) with its own two-thread runtime in the client namespace, taking datagrams on
+/// loopback and sending them through lab link 0 to the UDP echo port, and the answers back to
+/// whoever sent last. Its rate is the ceiling for a user-space UDP relay on this machine.
+fn spawn_udp_forwarder(ns: &str, source: IpAddr) -> (tokio::runtime::Runtime, SocketAddr) {
+    let rt = client_runtime(ns);
+    let (relay, out) = rt
+        .block_on(async move {
+            tokio::spawn(async move {
+                let relay = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let (out, _, _) = udp_path(Path::Direct(0, source)).await;
+                (relay, out)
+            })
+            .await
+        })
+        .unwrap();
+    let at = relay.local_addr().unwrap();
+    rt.spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                Ok((n, from)) = relay.recv_from(&mut up) => {
+                    client = Some(from);
+                    let _ = out.send(&up[..n]).await;
+                }
+                Ok(n) = out.recv(&mut down) => {
+                    if let Some(c) = client {
+                        let _ = relay.send_to(&down[..n], c).await;
+                    }
+                }
+            }
+        }
+    });
+    (rt, at)
+}
+
+/// A UDP socket for the (g) runs, connected to the echo server (direct, bound to the link),
+/// to the bare forwarder, or to the relay of a fresh association (netmix, whose control
+/// connection comes back too).
+/// Returns the socket and the header to put in front of each payload.
+async fn udp_path(path: Path) -> (tokio::net::UdpSocket, Vec<u8>, Option<TcpStream>) {
+    let echo = SocketAddr::new(TARGET.into(), netmix_integration::UDP_ECHO_PORT);
+    match path {
+        Path::Direct(k, source) => {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .expect("UDP socket");
+            sock.bind_device(Some(format!("wan{k}").as_bytes()))
+                .expect("bind to the link");
+            sock.bind(&SocketAddr::new(source, 0).into()).expect("bind");
+            sock.set_nonblocking(true).unwrap();
+            let s = tokio::net::UdpSocket::from_std(sock.into()).unwrap();
+            s.connect(echo).await.unwrap();
+            (s, Vec::new(), None)
+        }
+        Path::Forward(at) => {
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            s.connect(at).await.unwrap();
+            (s, Vec::new(), None)
+        }
+        Path::HttpConnect(_) => panic!("HTTP has no UDP"),
+        Path::Netmix(socks) => {
+            let control = TcpStream::connect(socks).await.expect("SOCKS port");
+            let any = SocketAddr::from(([0, 0, 0, 0], 0));
+            let r = netmix_integration::socks5_command(
+                control,
+                netmix_integration::socks::CMD_UDP_ASSOCIATE,
+                Target::Ip(any),
+            )
+            .await
+            .expect("UDP ASSOCIATE");
+            assert_eq!(r.code, 0, "UDP ASSOCIATE succeeded");
+            let s = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            s.connect(r.bound).await.unwrap();
+            let header = netmix_integration::udp_wrap(0, &Target::Ip(echo), b"");
+            (s, header, Some(r.stream))
+        }
+    }
+}
+
+/// Echo round trips on `sock`: `total` datagrams of `header` + `payload`, `window` in flight
+/// (a datagram unanswered for 50 ms counts as lost and is replaced), within `budget`.
+/// Returns (answered, lost, seconds).
+async fn udp_round_trips(
+    sock: &tokio::net::UdpSocket,
+    datagram: &[u8],
+    total: usize,
+    window: usize,
+    budget: Duration,
+) -> (usize, usize, f64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let (mut sent, mut got, mut lost, mut in_flight) = (0, 0, 0, 0);
+    let start = Instant::now();
+    while in_flight < window && sent < total {
+        sock.send(datagram).await.expect("send");
+        sent += 1;
+        in_flight += 1;
+    }
+    while got + lost < total && start.elapsed() < budget {
+        match tokio::time::timeout(Duration::from_millis(50), sock.recv(&mut buf)).await {
+            Ok(Ok(n)) => {
+                assert_eq!(n, datagram.len(), "the echo is whole");
+                got += 1;
+                // A late answer to a datagram already counted lost leaves no gap to refill.
+                in_flight = in_flight.saturating_sub(1);
+            }
+            Ok(Err(e)) => panic!("UDP receive: {e}"),
+            Err(_) => {
+                lost += in_flight;
+                in_flight = 0;
+            }
+        }
+        while in_flight < window && sent < total {
+            sock.send(datagram).await.expect("send");
+            sent += 1;
+            in_flight += 1;
+        }
+    }
+    (got, lost, start.elapsed().as_secs_f64())
+}
+
+async fn bench_g(direct: Path, socks: SocketAddr, forwarder: SocketAddr, pid: u32) {
+    const DATAGRAMS: usize = 100_000;
+    const WINDOW: usize = 32;
+    const PAYLOAD: usize = 100;
+    const ROUNDS: usize = 3;
+    const SAMPLES: usize = 2000;
+    let paths = [direct, Path::Netmix(socks), Path::Forward(forwarder)];
+    let mut rates = [Vec::new(), Vec::new(), Vec::new()];
+    let mut lost = [0; 3];
+    let mut netmix_cpu = Duration::ZERO;
+    for round in 0..ROUNDS {
+        // Which path goes first rotates, so a noisy moment does not always hit the same one.
+        for i in (0..3).map(|i| (i + round) % 3) {
+            let (sock, mut datagram, _control) = udp_path(paths[i]).await;
+            datagram.extend_from_slice(&[0x5a; PAYLOAD]);
+            let cpu = netmix_integration::process_cpu(pid);
+            let (got, l, secs) =
+                udp_round_trips(&sock, &datagram, DATAGRAMS, WINDOW, Duration::from_secs(15)).await;
+            if i == 1 {
+                netmix_cpu += netmix_integration::process_cpu(pid) - cpu;
+            }
+            rates[i].push(got as f64 / secs);
+            lost[i] += l;
+        }
+    }
+    let mut rtt = Vec::new();
+    for path in &paths[..2] {
+        let (sock, mut datagram, _control) = udp_path(*path).await;
+        datagram.extend_from_slice(&[0x5a; PAYLOAD]);
+        let mut us = Vec::with_capacity(SAMPLES);
+        let mut buf = vec![0u8; 2048];
+        for _ in 0..SAMPLES {
+            let start = Instant::now();
+            sock.send(&datagram).await.unwrap();
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), sock.recv(&mut buf)).await
+            {
+                us.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        rtt.push((pct(&mut us, 0.5), pct(&mut us, 0.99)));
+    }
+    let [d, n, f] = [0, 1, 2].map(|i| pct(&mut rates[i], 0.5));
+    println!(
+        "(g) UDP echo, {DATAGRAMS} × {PAYLOAD} B, {WINDOW} in flight, median of {ROUNDS}: direct {d:.0} datagrams/s, \
+         netmix {n:.0}/s, ratio {:.0}%; bare UDP forwarder {f:.0}/s = {:.0}% of direct (netmix = {:.0}% of it); \
+         lost {}/{}/{}; netmix CPU {:.1} µs per round trip; one at a time: direct p50 {:.0} µs p99 {:.0} µs, \
+         netmix p50 {:.0} µs p99 {:.0} µs",
+        n / d * 100.0,
+        f / d * 100.0,
+        n / f * 100.0,
+        lost[0],
+        lost[1],
+        lost[2],
+        netmix_cpu.as_secs_f64() * 1e6 / (ROUNDS * DATAGRAMS) as f64,
+        rtt[0].0,
+        rtt[0].1,
+        rtt[1].0,
+        rtt[1].1,
+    );
 }
 
 /// (e): 24 × 8 MiB over 20/40/80 Mbit/s, per strategy, one engine (capacities learned once).

@@ -19,7 +19,8 @@
 //! **Rate**: `tc qdisc add dev X root tbf rate {R}mbit burst 64kb latency 50ms` on both ends.
 //!
 //! **Processes and sockets inside the lab**: see [`crate::ns`]; [`Lab::in_client`],
-//! [`Lab::connect_via`], [`Lab::connect_client`] and [`Lab::exec_client`] are the shortcuts.
+//! [`Lab::connect_via`], [`Lab::connect_client`], [`Lab::udp_client`],
+//! [`Lab::connect_from_inet`] and [`Lab::exec_client`] are the shortcuts.
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -397,6 +398,44 @@ impl Lab {
         timeout: Duration,
     ) -> io::Result<tokio::net::TcpStream> {
         connect_tokio_in(&self.client, addr, timeout).await
+    }
+}
+
+impl Lab {
+    /// A tokio UDP socket on `127.0.0.1` (any port) inside the client namespace, where
+    /// netmix's UDP relays are.
+    pub fn udp_client(&self) -> tokio::net::UdpSocket {
+        let std = self.in_client(|| {
+            let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP client");
+            s.set_nonblocking(true).expect("nonblocking UDP socket");
+            s
+        });
+        tokio::net::UdpSocket::from_std(std).expect("tokio UDP socket (inside a runtime)")
+    }
+
+    /// A tokio TCP connection to `dst` made from inside the internet namespace with source
+    /// address `source` (one of that namespace's, e.g. [`TARGET`]), as a target host connecting
+    /// back to a BIND.
+    pub async fn connect_from_inet(
+        &self,
+        source: IpAddr,
+        dst: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<tokio::net::TcpStream> {
+        let ns = self.inet.clone();
+        let std = tokio::task::spawn_blocking(move || {
+            in_ns(&ns, || {
+                let sock =
+                    Socket::new(Domain::for_address(dst), Type::STREAM, Some(Protocol::TCP))?;
+                sock.bind(&SockAddr::from(SocketAddr::new(source, 0)))?;
+                sock.connect_timeout(&SockAddr::from(dst), timeout)?;
+                Ok::<TcpStream, io::Error>(sock.into())
+            })
+        })
+        .await
+        .map_err(io::Error::other)??;
+        std.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(std)
     }
 }
 

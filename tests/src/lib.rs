@@ -14,8 +14,9 @@
 //!   │ wanK 198.18.{10+K}.2/24 ─────┼── veth ───────┼─ upK 198.18.{10+K}.1/24       │
 //!   │                              │               │ target servers on 198.19.0.1: │
 //!   │ main table: no default route │               │  80 http, 7 echo, 9 who-am-I, │
-//!   │ table 100+K: default via     │               │  10 silent, 11 refused        │
-//!   │   198.18.{10+K}.1 dev wanK   │               └───────────────────────────────┘
+//!   │ table 100+K: default via     │               │  10 silent, 11 refused;       │
+//!   │   198.18.{10+K}.1 dev wanK   │               │  UDP 7 echo, 9 who-am-I       │
+//!   │                              │               └───────────────────────────────┘
 //!   │ rules: from 198.18.{10+K}.2  │
 //!   │   and oif wanK → table 100+K │
 //!   └──────────────────────────────┘
@@ -54,9 +55,10 @@ pub use engine::{Engine, lab_config, netmix_bin, process_cpu, run_netmix, spawn_
 pub use lab::{Lab, Link, LinkSpec, TARGET, connect_tokio_in, require_root, set_lab_delay_bin};
 pub use ns::{command_in, in_ns, run_in, sh};
 pub use servers::{
-    ECHO_PORT, HTTP_PORT, REFUSED_PORT, SILENT_PORT, Servers, WHOAMI_PORT, bytes_body,
+    Datagram, ECHO_PORT, HTTP_PORT, REFUSED_PORT, SILENT_PORT, Servers, UDP_ECHO_PORT,
+    UDP_WHOAMI_PORT, WHOAMI_PORT, bytes_body,
 };
-pub use socks::{Reply, Target, socks5_connect};
+pub use socks::{Reply, Target, socks5_command, socks5_connect, udp_unwrap, udp_wrap};
 pub use zerotier_standin::{StandIn, ZtSite, network_json, peer_json};
 
 /// How long [`assert_eventually!`] waits: `$NETMIX_TEST_PATIENCE_MS`, default 10 000 ms.

@@ -15,13 +15,24 @@
 //! | [`REFUSED_PORT`] 11 | nothing listens: connections are refused |
 //!
 //! Every accepted connection (any port) is counted per source IP in [`Servers::seen`].
+//!
+//! UDP, on the target address 198.19.0.1 only (so that answers leave from the address asked):
+//!
+//! | port | service |
+//! | ---- | ------- |
+//! | [`UDP_ECHO_PORT`] 7 | sends each datagram back as it came |
+//! | [`UDP_WHOAMI_PORT`] 9 | answers each datagram with the sender's IP + `"\n"` |
+//!
+//! Every datagram either receives is recorded (port, source, payload; the latest
+//! [`MAX_RECORDED_DATAGRAMS`]) in [`Servers::datagrams`], and counted in
+//! [`Servers::datagram_count`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::runtime::Runtime;
 
 use crate::lab::Lab;
@@ -36,6 +47,31 @@ pub const WHOAMI_PORT: u16 = 9;
 pub const SILENT_PORT: u16 = 10;
 /// Nothing listens here: connections get RST (connection refused).
 pub const REFUSED_PORT: u16 = 11;
+
+/// UDP echo (RFC 862 port), on the target address.
+pub const UDP_ECHO_PORT: u16 = 7;
+/// UDP "who am I": answers each datagram with the sender's IP, on the target address.
+pub const UDP_WHOAMI_PORT: u16 = 9;
+/// Datagrams [`Servers::datagrams`] keeps (the latest).
+pub const MAX_RECORDED_DATAGRAMS: usize = 4096;
+
+/// One datagram a UDP server received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    /// The server's port ([`UDP_ECHO_PORT`] or [`UDP_WHOAMI_PORT`]).
+    pub port: u16,
+    /// Who sent it.
+    pub source: SocketAddr,
+    /// What it carried.
+    pub payload: Vec<u8>,
+}
+
+/// What the UDP servers received: the latest datagrams and how many in all.
+#[derive(Debug, Default)]
+struct UdpRecord {
+    latest: VecDeque<Datagram>,
+    total: u64,
+}
 
 /// Size of the chunks `/bytes/N` is streamed in.
 const CHUNK: usize = 64 * 1024;
@@ -53,6 +89,7 @@ pub type SeenMap = Arc<Mutex<HashMap<IpAddr, u64>>>;
 pub struct Servers {
     runtime: Option<Runtime>,
     seen: SeenMap,
+    udp: Arc<Mutex<UdpRecord>>,
     target: Ipv4Addr,
 }
 
@@ -75,6 +112,23 @@ impl Servers {
     /// Forgets all counts.
     pub fn reset_seen(&self) {
         self.seen.lock().expect("seen lock").clear();
+    }
+
+    /// The latest datagrams the UDP servers received (oldest first).
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        let record = self.udp.lock().expect("udp record lock");
+        record.latest.iter().cloned().collect()
+    }
+
+    /// Whether a UDP server received a datagram carrying exactly `payload`.
+    pub fn received(&self, payload: &[u8]) -> bool {
+        let record = self.udp.lock().expect("udp record lock");
+        record.latest.iter().any(|d| d.payload == payload)
+    }
+
+    /// Datagrams the UDP servers received in all.
+    pub fn datagram_count(&self) -> u64 {
+        self.udp.lock().expect("udp record lock").total
     }
 
     /// `198.19.0.1:port`.
@@ -123,10 +177,29 @@ impl Lab {
                 serve(port, listener, seen).await;
             });
         }
+        let udp_ports = [UDP_ECHO_PORT, UDP_WHOAMI_PORT];
+        let target = self.target();
+        let sockets = self.in_inet(|| {
+            udp_ports.map(|port| {
+                let s = std::net::UdpSocket::bind((target, port))
+                    .unwrap_or_else(|e| panic!("bind UDP server port {port}: {e}"));
+                s.set_nonblocking(true).expect("nonblocking UDP socket");
+                s
+            })
+        });
+        let udp = Arc::new(Mutex::new(UdpRecord::default()));
+        for (port, socket) in udp_ports.into_iter().zip(sockets) {
+            let udp = udp.clone();
+            runtime.spawn(async move {
+                let socket = UdpSocket::from_std(socket).expect("tokio UDP socket");
+                serve_udp(port, socket, udp).await;
+            });
+        }
         Servers {
             runtime: Some(runtime),
             seen,
-            target: self.target(),
+            udp,
+            target,
         }
     }
 }
@@ -152,6 +225,35 @@ async fn serve(port: u16, listener: TcpListener, seen: SeenMap) {
                 _ => silent(sock).await,
             };
         });
+    }
+}
+
+async fn serve_udp(port: u16, socket: UdpSocket, record: Arc<Mutex<UdpRecord>>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let Ok((n, source)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        {
+            let mut record = record.lock().expect("udp record lock");
+            if record.latest.len() == MAX_RECORDED_DATAGRAMS {
+                record.latest.pop_front();
+            }
+            record.latest.push_back(Datagram {
+                port,
+                source,
+                payload: buf[..n].to_vec(),
+            });
+            record.total += 1;
+        }
+        // A full send buffer loses the answer, as the network may.
+        let _ = match port {
+            UDP_WHOAMI_PORT => {
+                let answer = format!("{}\n", source.ip());
+                socket.try_send_to(answer.as_bytes(), source)
+            }
+            _ => socket.try_send_to(&buf[..n], source),
+        };
     }
 }
 

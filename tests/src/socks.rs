@@ -5,6 +5,8 @@
 //! e.g. `0x05` (connection refused) for [`crate::REFUSED_PORT`]. The steps are public too
 //! ([`negotiate`], [`authenticate`], [`encode_connect`], [`read_reply`]) for tests that want to
 //! send malformed or partial requests themselves (write raw bytes to the stream directly).
+//! [`socks5_command`] sends BIND or UDP ASSOCIATE instead; [`udp_wrap`] and [`udp_unwrap`]
+//! build and read the datagrams of a UDP relay (RFC 1928 §7).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -21,6 +23,10 @@ pub const USER_PASS: u8 = 0x02;
 pub const NO_ACCEPTABLE: u8 = 0xFF;
 /// Command: CONNECT.
 pub const CMD_CONNECT: u8 = 0x01;
+/// Command: BIND.
+pub const CMD_BIND: u8 = 0x02;
+/// Command: UDP ASSOCIATE.
+pub const CMD_UDP_ASSOCIATE: u8 = 0x03;
 
 /// Where to CONNECT to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,9 +147,46 @@ pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(answer[1])
 }
 
+/// No-auth negotiation, then request `command` for `target` and read the (first) reply.
+/// A non-zero reply code is `Ok` (check `code`); for BIND, read the second reply with
+/// [`read_reply`] on `stream`.
+pub async fn socks5_command<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    command: u8,
+    target: Target,
+) -> io::Result<Reply<S>> {
+    let method = negotiate(&mut stream, &[NO_AUTH]).await?;
+    if method != NO_AUTH {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("server chose method {method:#04x}"),
+        ));
+    }
+    stream.write_all(&encode_request(command, &target)?).await?;
+    let (code, bound, bound_domain) = read_reply(&mut stream).await?;
+    Ok(Reply {
+        code,
+        bound,
+        bound_domain,
+        stream,
+    })
+}
+
 /// The CONNECT request bytes for `target`.
 pub fn encode_connect(target: &Target) -> io::Result<Vec<u8>> {
-    let mut req = vec![VERSION, CMD_CONNECT, 0x00];
+    encode_request(CMD_CONNECT, target)
+}
+
+/// The request bytes for `command` and `target`.
+pub fn encode_request(command: u8, target: &Target) -> io::Result<Vec<u8>> {
+    let mut req = vec![VERSION, command, 0x00];
+    req.extend_from_slice(&encode_addr(target)?);
+    Ok(req)
+}
+
+/// ATYP, DST.ADDR and DST.PORT for `target`.
+fn encode_addr(target: &Target) -> io::Result<Vec<u8>> {
+    let mut req = Vec::with_capacity(1 + 16 + 2);
     let port = match target {
         Target::Ip(SocketAddr::V4(a)) => {
             req.push(0x01);
@@ -165,6 +208,41 @@ pub fn encode_connect(target: &Target) -> io::Result<Vec<u8>> {
     };
     req.extend_from_slice(&port.to_be_bytes());
     Ok(req)
+}
+
+/// A datagram for a UDP relay (RFC 1928 §7): `RSV RSV FRAG`, the destination, `payload`.
+///
+/// # Panics
+/// For a domain name longer than 255 bytes.
+pub fn udp_wrap(frag: u8, dest: &Target, payload: &[u8]) -> Vec<u8> {
+    let mut d = vec![0, 0, frag];
+    d.extend_from_slice(&encode_addr(dest).expect("a short name"));
+    d.extend_from_slice(payload);
+    d
+}
+
+/// Reads a datagram from a UDP relay: (FRAG, the source it names, the payload). A name
+/// (ATYP 3) is an error: relays name sources by address.
+pub fn udp_unwrap(datagram: &[u8]) -> io::Result<(u8, SocketAddr, &[u8])> {
+    let short = || bad(format!("datagram of {} bytes too short", datagram.len()));
+    let (&[_, _, frag, atyp], rest) = datagram.split_first_chunk::<4>().ok_or_else(short)?;
+    let (ip, rest) = match atyp {
+        0x01 => {
+            let (b, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+            (IpAddr::V4(Ipv4Addr::from(*b)), rest)
+        }
+        0x04 => {
+            let (b, rest) = rest.split_first_chunk::<16>().ok_or_else(short)?;
+            (IpAddr::V6(Ipv6Addr::from(*b)), rest)
+        }
+        other => return Err(bad(format!("datagram with ATYP {other:#04x}"))),
+    };
+    let (port, payload) = rest.split_first_chunk::<2>().ok_or_else(short)?;
+    Ok((
+        frag,
+        SocketAddr::new(ip, u16::from_be_bytes(*port)),
+        payload,
+    ))
 }
 
 /// Reads a CONNECT reply: (REP, BND address, BND domain if ATYP 3).
@@ -238,6 +316,21 @@ mod tests {
         reply.stream.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"payload");
         srv.await.unwrap();
+    }
+
+    #[test]
+    fn udp_datagrams_wrap_and_unwrap() {
+        let to: SocketAddr = "198.19.0.1:9".parse().unwrap();
+        let d = udp_wrap(0, &Target::Ip(to), b"hi");
+        assert_eq!(d, [0, 0, 0, 1, 198, 19, 0, 1, 0, 9, b'h', b'i']);
+        assert_eq!(udp_unwrap(&d).unwrap(), (0, to, &b"hi"[..]));
+        let named = udp_wrap(3, &Target::Domain("a.lab".into(), 53), b"");
+        assert_eq!(named, [0, 0, 3, 3, 5, b'a', b'.', b'l', b'a', b'b', 0, 53]);
+        assert!(udp_unwrap(&named).is_err(), "relays answer with addresses");
+        assert!(udp_unwrap(&d[..9]).is_err());
+        let v6: SocketAddr = "[2001:db8::1]:53".parse().unwrap();
+        let d = udp_wrap(0, &Target::Ip(v6), b"x");
+        assert_eq!(udp_unwrap(&d).unwrap(), (0, v6, &b"x"[..]));
     }
 
     #[tokio::test]

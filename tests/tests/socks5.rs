@@ -40,6 +40,19 @@ async fn raw(lab: &Lab, socks: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Sends raw bytes to netmix and returns the first `n` bytes of its answer (≤ 5 s): for
+/// requests whose connection stays open (BIND waiting, a UDP association).
+async fn raw_prefix(lab: &Lab, socks: SocketAddr, bytes: &[u8], n: usize) -> Vec<u8> {
+    let mut s = lab.connect_client(socks).await;
+    s.write_all(bytes).await.unwrap();
+    let mut out = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut out))
+        .await
+        .expect("an answer in time")
+        .expect("an answer of that length");
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_and_tokio_socks_fetch_through_netmix() {
     let lab = Lab::with_links(3);
@@ -161,15 +174,36 @@ async fn every_reply_code_is_provoked() {
         "unknown host"
     );
 
-    // Commands other than CONNECT, unknown address types.
-    let bind = raw(&lab, socks, &[5, 1, 0, 5, 2, 0, 1, 198, 19, 0, 1, 0, 80]).await;
-    assert_eq!(&bind[..4], &[5, 0, 5, 0x07], "BIND: command not supported");
-    let udp = raw(&lab, socks, &[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).await;
-    assert_eq!(
-        &udp[..4],
-        &[5, 0, 5, 0x07],
-        "UDP ASSOCIATE: command not supported"
+    // BIND and UDP ASSOCIATE are served (tests/tests/socks5_udp_bind.rs); their targets go
+    // through the same checks as CONNECT's. An unknown command, unknown address types.
+    let bind = raw_prefix(
+        &lab,
+        socks,
+        &[5, 1, 0, 5, 2, 0, 1, 198, 19, 0, 1, 0, 80],
+        12,
+    )
+    .await;
+    assert_eq!(&bind[..6], &[5, 0, 5, 0x00, 0, 1], "BIND: listening (IPv4)");
+    assert!(
+        lab.link_for_source(IpAddr::from([bind[6], bind[7], bind[8], bind[9]]))
+            .is_some(),
+        "BIND listens on a link's address: {bind:?}"
     );
+    let bind = raw(&lab, socks, &[5, 1, 0, 5, 2, 0, 1, 198, 19, 0, 200, 0, 80]).await;
+    assert_eq!(&bind[..4], &[5, 0, 5, 0x02], "BIND: denied by socks.deny");
+    let mut unknown = vec![5, 1, 0, 5, 2, 0, 3, 16];
+    unknown.extend_from_slice(b"no-such-host.lab");
+    unknown.extend_from_slice(&[0, 80]);
+    let bind = raw(&lab, socks, &unknown).await;
+    assert_eq!(&bind[..4], &[5, 0, 5, 0x04], "BIND: unknown host");
+    let udp = raw_prefix(&lab, socks, &[5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0], 12).await;
+    assert_eq!(
+        &udp[..8],
+        &[5, 0, 5, 0x00, 0, 1, 127, 0],
+        "UDP ASSOCIATE: a relay on the listener's address"
+    );
+    let other = raw(&lab, socks, &[5, 1, 0, 5, 9, 0, 1, 198, 19, 0, 1, 0, 80]).await;
+    assert_eq!(&other[..4], &[5, 0, 5, 0x07], "command not supported");
     let atyp = raw(&lab, socks, &[5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80]).await;
     assert_eq!(&atyp[..4], &[5, 0, 5, 0x08], "address type not supported");
     // A client that offers only username/password to a server without auth: 0xFF.

@@ -1,5 +1,7 @@
-//! Outbound sockets bound to one interface, so that a connection leaves through the link the
-//! router chose whatever the OS routing table says.
+//! Sockets bound to one interface, so that a connection leaves through the link the router
+//! chose whatever the OS routing table says: TCP connects ([`connect_via`]), UDP sockets for
+//! SOCKS5 UDP associations ([`bound_udp_socket`]) and listeners for SOCKS5 BIND
+//! ([`bound_listener`]), all set up the same way.
 //!
 //! - Linux/Android: `SO_BINDTODEVICE` plus the interface's source address. Without the
 //!   privilege for `SO_BINDTODEVICE` (not root, no CAP_NET_RAW) the source address alone is
@@ -156,30 +158,87 @@ pub async fn connect_any(
 /// # Errors
 /// When the interface lacks an address of `dest`'s family or the OS refuses a socket option.
 pub fn bound_socket(iface: &InterfaceState, dest: SocketAddr) -> Result<TcpSocket, ConnectError> {
-    let source = iface
-        .source_for(&dest)
-        .ok_or_else(|| ConnectError::NoAddressFamily {
-            iface: iface.name.clone(),
-            family: if dest.is_ipv4() { "IPv4" } else { "IPv6" },
-        })?;
-    let socket = new_nonblocking_socket(Domain::for_address(dest))?;
-    bind_to_interface(&socket, iface, dest)?;
+    let (socket, source) = interface_socket(iface, dest, Type::STREAM, Protocol::TCP)?;
     defer_port_choice(&socket);
     socket.bind(&SocketAddr::new(source, 0).into())?;
     socket.set_tcp_nodelay(true)?;
     Ok(TcpSocket::from_std_stream(socket.into()))
 }
 
-/// A non-blocking TCP socket: in the `socket()` call itself where the OS allows (two `fcntl`
+/// A non-blocking UDP socket bound to `iface` and its source address of `dest`'s family (any
+/// port): the outbound side of a UDP association, which sends to many destinations.
+///
+/// # Errors
+/// When the interface lacks an address of `dest`'s family or the OS refuses a socket option
+/// or the bind.
+///
+/// # Panics
+/// Outside a tokio runtime (the socket registers with its reactor).
+pub fn bound_udp_socket(
+    iface: &InterfaceState,
+    dest: SocketAddr,
+) -> Result<tokio::net::UdpSocket, ConnectError> {
+    let (socket, source) = interface_socket(iface, dest, Type::DGRAM, Protocol::UDP)?;
+    if source.is_ipv6() {
+        // One family per socket: an IPv4-mapped destination must not slip out another way.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    Ok(tokio::net::UdpSocket::from_std(socket.into())?)
+}
+
+/// A listening TCP socket on `iface`'s address of `peer`'s family (any port), bound to the
+/// interface, for a SOCKS5 BIND whose `peer` is to connect back through that interface.
+///
+/// # Errors
+/// When the interface lacks an address of `peer`'s family or the OS refuses a socket option,
+/// the bind or the listen.
+///
+/// # Panics
+/// Outside a tokio runtime (the socket registers with its reactor).
+pub fn bound_listener(
+    iface: &InterfaceState,
+    peer: SocketAddr,
+    backlog: i32,
+) -> Result<tokio::net::TcpListener, ConnectError> {
+    let (socket, source) = interface_socket(iface, peer, Type::STREAM, Protocol::TCP)?;
+    if source.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.listen(backlog)?;
+    Ok(tokio::net::TcpListener::from_std(socket.into())?)
+}
+
+/// A non-blocking socket of `ty` bound to `iface` for `dest`'s family (not yet to an
+/// address), with the interface's source address for that family.
+fn interface_socket(
+    iface: &InterfaceState,
+    dest: SocketAddr,
+    ty: Type,
+    protocol: Protocol,
+) -> Result<(Socket, std::net::IpAddr), ConnectError> {
+    let source = iface
+        .source_for(&dest)
+        .ok_or_else(|| ConnectError::NoAddressFamily {
+            iface: iface.name.clone(),
+            family: if dest.is_ipv4() { "IPv4" } else { "IPv6" },
+        })?;
+    let socket = new_nonblocking_socket(Domain::for_address(dest), ty, protocol)?;
+    bind_to_interface(&socket, iface, dest)?;
+    Ok((socket, source))
+}
+
+/// A non-blocking socket: in the `socket()` call itself where the OS allows (two `fcntl`
 /// calls fewer per connection), else set afterwards.
-fn new_nonblocking_socket(domain: Domain) -> io::Result<Socket> {
+fn new_nonblocking_socket(domain: Domain, ty: Type, protocol: Protocol) -> io::Result<Socket> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
+        Socket::new(domain, ty.nonblocking(), Some(protocol))
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
-        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(domain, ty, Some(protocol))?;
         socket.set_nonblocking(true)?;
         Ok(socket)
     }

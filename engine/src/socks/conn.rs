@@ -16,7 +16,7 @@ use tokio::time::timeout;
 use super::guard::{AuthGuard, HandshakePool};
 use super::handshake::{self, Command, Credentials, Reply};
 use super::relay::Totals;
-use super::{http, path, socks4};
+use super::{bind, http, path, socks4, udp};
 use crate::batch::Batched;
 use crate::config::{Config, UserConfig};
 use crate::connlog::ConnLog;
@@ -251,8 +251,8 @@ async fn negotiate(client: &mut TcpStream, peer: SocketAddr, ctx: &ServeContext)
     }
 }
 
-/// A SOCKS5 request: CONNECT through the shared path; BIND and UDP ASSOCIATE in their own
-/// modules.
+/// A SOCKS5 request: CONNECT through the shared path; BIND ([`bind`]) and UDP ASSOCIATE
+/// ([`udp`]) in their own modules, on the same path's pieces.
 async fn socks5(
     mut client: TcpStream,
     peer: SocketAddr,
@@ -283,10 +283,8 @@ async fn socks5(
                 }
             }
         }
-        Command::Bind | Command::UdpAssociate => {
-            tracing::debug!(%peer, ?command, "SOCKS5 command not served yet.");
-            let _ = handshake::write_reply(&mut client, Reply::CommandNotSupported, None).await;
-        }
+        Command::Bind => bind::serve(client, peer, &target, &early_data, ctx).await,
+        Command::UdpAssociate => udp::associate(client, peer, &target, ctx).await,
     }
 }
 

@@ -345,20 +345,125 @@ pub fn encode_reply(reply: Reply, bound: Option<SocketAddr>) -> ([u8; 22], usize
     let bound = bound.unwrap_or_else(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0));
     let mut buf = [0u8; 22];
     buf[..3].copy_from_slice(&[VERSION, reply as u8, 0x00]);
-    let at = match bound.ip() {
+    let len = put_addr(&mut buf[3..], bound);
+    (buf, 3 + len)
+}
+
+/// Writes ATYP, the address (IPv4 or IPv6, never a name) and the port at the start of `out`
+/// (room for 19 bytes); returns the bytes written.
+fn put_addr(out: &mut [u8], addr: SocketAddr) -> usize {
+    let at = match addr.ip() {
         IpAddr::V4(ip) => {
-            buf[3] = ATYP_IPV4;
-            buf[4..8].copy_from_slice(&ip.octets());
-            8
+            out[0] = ATYP_IPV4;
+            out[1..5].copy_from_slice(&ip.octets());
+            5
         }
         IpAddr::V6(ip) => {
-            buf[3] = ATYP_IPV6;
-            buf[4..20].copy_from_slice(&ip.octets());
-            20
+            out[0] = ATYP_IPV6;
+            out[1..17].copy_from_slice(&ip.octets());
+            17
         }
     };
-    buf[at..at + 2].copy_from_slice(&bound.port().to_be_bytes());
-    (buf, at + 2)
+    out[at..at + 2].copy_from_slice(&addr.port().to_be_bytes());
+    at + 2
+}
+
+// === UDP request header (RFC 1928 §7) ===
+
+/// The longest header [`encode_udp_header`] writes (IPv6): RSV RSV FRAG ATYP, 16, 2.
+pub const MAX_UDP_IP_HEADER: usize = 22;
+
+/// The header in front of every datagram between a client and its UDP relay:
+/// `RSV(2) FRAG(1) ATYP(1) DST.ADDR DST.PORT(2)`, then DATA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpHeader {
+    /// The fragment number; 0 for a whole datagram (netmix does not reassemble: others are
+    /// dropped).
+    pub frag: u8,
+    /// Where DATA goes (client to relay) or came from (relay to client).
+    pub target: TargetAddr,
+    /// The header's length: DATA starts here.
+    pub len: usize,
+}
+
+/// Why a datagram's header could not be read (the datagram is dropped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UdpHeaderError {
+    /// Shorter than its header says.
+    #[error("datagram shorter than its header")]
+    Truncated,
+    /// An address type other than IPv4, IPv6 or domain name.
+    #[error("address type {0:#04x} not supported")]
+    UnsupportedAddressType(u8),
+    /// A zero-length or non-UTF-8 domain name.
+    #[error("invalid domain name")]
+    BadDomain,
+}
+
+/// Reads the header of a datagram a client sent to its relay. The reserved bytes are not
+/// checked (RFC 1928 gives them no meaning).
+///
+/// # Errors
+/// [`UdpHeaderError`] when the header is cut short or names no usable address.
+pub fn parse_udp_header(datagram: &[u8]) -> Result<UdpHeader, UdpHeaderError> {
+    let [_, _, frag, atyp, rest @ ..] = datagram else {
+        return Err(UdpHeaderError::Truncated);
+    };
+    let port_at = |rest: &[u8], at: usize| -> Result<u16, UdpHeaderError> {
+        match rest.get(at..at + 2) {
+            Some(&[a, b]) => Ok(u16::from_be_bytes([a, b])),
+            _ => Err(UdpHeaderError::Truncated),
+        }
+    };
+    let (target, used) = match *atyp {
+        ATYP_IPV4 => {
+            let octets: [u8; 4] = rest
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(UdpHeaderError::Truncated)?;
+            let port = port_at(rest, 4)?;
+            (
+                TargetAddr::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(octets)), port)),
+                6,
+            )
+        }
+        ATYP_IPV6 => {
+            let octets: [u8; 16] = rest
+                .get(..16)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(UdpHeaderError::Truncated)?;
+            let port = port_at(rest, 16)?;
+            (
+                TargetAddr::Ip(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(octets)), port)),
+                18,
+            )
+        }
+        ATYP_DOMAIN => {
+            let (&n, rest) = rest.split_first().ok_or(UdpHeaderError::Truncated)?;
+            let n = usize::from(n);
+            let name = rest.get(..n).ok_or(UdpHeaderError::Truncated)?;
+            let port = port_at(rest, n)?;
+            let host = std::str::from_utf8(name).map_err(|_| UdpHeaderError::BadDomain)?;
+            if host.is_empty() {
+                return Err(UdpHeaderError::BadDomain);
+            }
+            (TargetAddr::Domain(host.to_owned(), port), 1 + n + 2)
+        }
+        other => return Err(UdpHeaderError::UnsupportedAddressType(other)),
+    };
+    Ok(UdpHeader {
+        frag: *frag,
+        target,
+        len: 4 + used,
+    })
+}
+
+/// Encodes the header for a whole datagram (FRAG 0) that came from `from`, for the relay to
+/// put in front of DATA; returns the buffer and the length used (10 for IPv4, 22 for IPv6).
+pub fn encode_udp_header(from: SocketAddr) -> ([u8; MAX_UDP_IP_HEADER], usize) {
+    let mut buf = [0u8; MAX_UDP_IP_HEADER];
+    let len = put_addr(&mut buf[3..], from);
+    (buf, 3 + len)
 }
 
 #[cfg(test)]
@@ -520,6 +625,83 @@ mod tests {
         assert_eq!(
             TargetAddr::from_host("example.test", 80),
             TargetAddr::Domain("example.test".into(), 80)
+        );
+    }
+
+    #[test]
+    fn udp_header_parses_every_address_type() {
+        let h = parse_udp_header(&[0, 0, 0, 1, 198, 19, 0, 1, 0, 53, b'q']).unwrap();
+        assert_eq!(
+            h,
+            UdpHeader {
+                frag: 0,
+                target: TargetAddr::Ip("198.19.0.1:53".parse().unwrap()),
+                len: 10
+            }
+        );
+        let mut v6 = vec![0, 0, 2, 4];
+        v6.extend_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0x01, 0xbb]);
+        let h = parse_udp_header(&v6).unwrap();
+        assert_eq!(h.frag, 2);
+        assert_eq!(
+            h.target,
+            TargetAddr::Ip("[2001:db8::7]:443".parse().unwrap())
+        );
+        assert_eq!(h.len, 22, "DATA may be empty");
+        let mut name = vec![0, 0, 0, 3, 10];
+        name.extend_from_slice(b"target.lab");
+        name.extend_from_slice(&[0, 9]);
+        name.extend_from_slice(b"data");
+        let h = parse_udp_header(&name).unwrap();
+        assert_eq!(h.target, TargetAddr::Domain("target.lab".into(), 9));
+        assert_eq!(&name[h.len..], b"data");
+    }
+
+    #[test]
+    fn udp_header_refuses_short_and_odd_headers() {
+        for short in [
+            &[][..],
+            &[0, 0, 0],
+            &[0, 0, 0, 1, 1, 2, 3, 4, 0],
+            &[0, 0, 0, 4, 1, 2, 3],
+            &[0, 0, 0, 3],
+            &[0, 0, 0, 3, 5, b'a', b'b'],
+            &[0, 0, 0, 3, 1, b'a', 0],
+        ] {
+            assert_eq!(
+                parse_udp_header(short),
+                Err(UdpHeaderError::Truncated),
+                "{short:?}"
+            );
+        }
+        assert_eq!(
+            parse_udp_header(&[0, 0, 0, 9, 1, 2, 3, 4, 0, 1]),
+            Err(UdpHeaderError::UnsupportedAddressType(9))
+        );
+        assert_eq!(
+            parse_udp_header(&[0, 0, 0, 3, 0, 0, 53]),
+            Err(UdpHeaderError::BadDomain)
+        );
+        assert_eq!(
+            parse_udp_header(&[0, 0, 0, 3, 1, 0xff, 0, 53]),
+            Err(UdpHeaderError::BadDomain)
+        );
+    }
+
+    #[test]
+    fn udp_header_encoding_round_trips() {
+        for from in ["198.18.10.2:4000", "[2001:db8::1]:53", "0.0.0.0:0"] {
+            let from: SocketAddr = from.parse().unwrap();
+            let (b, n) = encode_udp_header(from);
+            let h = parse_udp_header(&b[..n]).unwrap();
+            assert_eq!((h.frag, h.target, h.len), (0, TargetAddr::Ip(from), n));
+        }
+        let (b, n) = encode_udp_header("198.19.0.1:9".parse().unwrap());
+        assert_eq!(&b[..n], &[0, 0, 0, 1, 198, 19, 0, 1, 0, 9]);
+        assert_eq!(
+            encode_udp_header("[::1]:1".parse().unwrap()).1,
+            MAX_UDP_IP_HEADER
         );
     }
 

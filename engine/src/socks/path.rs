@@ -78,6 +78,60 @@ impl Record {
     }
 }
 
+/// A connection an interface carries without a connect of netmix's (a UDP association, a
+/// BIND's listening socket), counted in flight there while it lives.
+pub(crate) struct Held {
+    /// The connection's record.
+    pub session: Session,
+    /// The interface that carries it.
+    pub member: Member,
+    _in_flight: InFlight,
+}
+
+impl Held {
+    /// `member` carries `session` from now on (counted in flight there).
+    pub fn start(session: Session, member: Member) -> Self {
+        let in_flight = InFlight::start(&member.handles.live);
+        Self {
+            session,
+            member,
+            _in_flight: in_flight,
+        }
+    }
+
+    /// The connection leaves its interface (no longer usable: `why`) for `to`: it counts in
+    /// flight there from now on, and every sink hears of the move.
+    pub fn moved(&mut self, ctx: &ServeContext, to: Member, why: &str) {
+        let from = std::mem::replace(&mut self.member, to);
+        self._in_flight = InFlight::start(&self.member.handles.live);
+        self.session.moved(ctx, &from, &self.member, why);
+    }
+
+    /// The connection never carried anything, for the reason `why`: every sink hears of the
+    /// failure instead of a close.
+    pub fn failed(self, ctx: &ServeContext, why: String) {
+        self.session.failed_because(ctx, why);
+    }
+
+    /// The connection is over, having moved `totals`: every sink hears of it.
+    pub fn closed(self, ctx: &ServeContext, totals: Totals) {
+        self.session
+            .closed(ctx, Via::Interface(&self.member), totals);
+    }
+}
+
+impl From<Held> for Record {
+    fn from(held: Held) -> Self {
+        Self {
+            session: held.session,
+            carrier: Carrier::Interface {
+                member: held.member,
+                _in_flight: held._in_flight,
+            },
+        }
+    }
+}
+
 impl Opened {
     /// Sends `early_data` (bytes the client sent after its request) on, relays until either
     /// side is done, and records the close.
@@ -101,6 +155,42 @@ impl Opened {
     }
 }
 
+/// Resolves `target` and checks every address against what clients may not reach
+/// ([`refusal`]); the host name (when there was one) and the addresses.
+async fn resolve_allowed(
+    ctx: &ServeContext,
+    peer: SocketAddr,
+    target: &TargetAddr,
+) -> Result<(Option<String>, Vec<SocketAddr>), Reply> {
+    let (host, addrs) = match resolve(target, ctx.connect_timeout).await {
+        Ok(found) => found,
+        Err(reason) => {
+            tracing::debug!(%peer, %target, reason, "Cannot resolve.");
+            return Err(Reply::HostUnreachable);
+        }
+    };
+    if let Some(refusal) = refusal(ctx, &addrs) {
+        tracing::info!(%peer, %target, "{refusal}");
+        return Err(Reply::NotAllowed);
+    }
+    Ok((host, addrs))
+}
+
+/// The decision for a connection netmix does not connect itself (a UDP association's first
+/// destination, a BIND's expected peer): resolve, refuse what clients may not reach, ask the
+/// strategy. Local routes do not apply (the strategy picks the carrying interface).
+pub(crate) async fn decide(
+    ctx: &ServeContext,
+    peer: SocketAddr,
+    target: &TargetAddr,
+    protocol: api::ClientProtocol,
+    transport: api::Transport,
+) -> Result<(Session, Vec<SocketAddr>), Reply> {
+    let (host, addrs) = resolve_allowed(ctx, peer, target).await?;
+    let session = Session::new(ctx, peer, target, host, &addrs, protocol, transport, None);
+    Ok((session, addrs))
+}
+
 /// Where a destination lives when the strategy is not to be asked.
 enum Local {
     /// Loopback or `routing.direct`: connect unbound, the OS routes it.
@@ -111,7 +201,7 @@ enum Local {
 
 /// Loopback goes over loopback, a `routing.direct` network follows the OS's routing table,
 /// and a destination in an interface's on-link subnet goes through that interface, whatever
-/// the strategy would say (judged by the first resolved address).
+/// the strategy would say (judged by the first resolved address); ZeroTier networks excepted.
 fn local_route(ctx: &ServeContext, addrs: &[SocketAddr]) -> Option<Local> {
     let ip = effective_ip(addrs.first()?.ip());
     if ip.is_loopback() {
@@ -124,7 +214,9 @@ fn local_route(ctx: &ServeContext, addrs: &[SocketAddr]) -> Option<Local> {
     snapshot
         .all
         .iter()
-        .filter(|m| !m.state.retired)
+        // A ZeroTier network's subnet is the zerotier strategy's to route (it knows whether the
+        // network is up and which routes are allowed); the plain strategies never use it.
+        .filter(|m| !m.state.retired && m.state.kind != crate::iface::scan::InterfaceKind::ZeroTier)
         .find_map(|m| {
             let net = m
                 .state
@@ -167,17 +259,7 @@ pub(crate) async fn open(
     target: &TargetAddr,
     protocol: api::ClientProtocol,
 ) -> Result<Opened, Reply> {
-    let (host, addrs) = match resolve(target, ctx.connect_timeout).await {
-        Ok(found) => found,
-        Err(reason) => {
-            tracing::debug!(%peer, %target, reason, "Cannot resolve.");
-            return Err(Reply::HostUnreachable);
-        }
-    };
-    if let Some(refusal) = refusal(ctx, &addrs) {
-        tracing::info!(%peer, %target, "{refusal}");
-        return Err(Reply::NotAllowed);
-    }
+    let (host, addrs) = resolve_allowed(ctx, peer, target).await?;
     let (local, unbound) = match local_route(ctx, &addrs) {
         None => (None, None),
         Some(Local::Unbound(name, reason)) => (

@@ -192,7 +192,14 @@ impl Session {
 
     /// No interface connected: tell the feed, the log and the strategy.
     pub(crate) fn failed(&self, ctx: &ServeContext, error: Option<&ConnectError>) {
-        let why = error.map_or_else(|| "no usable interface".to_owned(), ToString::to_string);
+        self.failed_because(
+            ctx,
+            error.map_or_else(|| "no usable interface".to_owned(), ToString::to_string),
+        );
+    }
+
+    /// The connection never carried anything, for the reason `why`: tell the feed and the log.
+    pub(crate) fn failed_because(&self, ctx: &ServeContext, why: String) {
         if let Some(feed) = &ctx.feed {
             feed.send(self.opened_event(None, Some(why.clone())));
         }
@@ -233,6 +240,31 @@ impl Session {
                 .emit(EventKind::Failover, Some(&member.state.name), message);
         }
         self.observe(|| self.outcome(member.state.id, api::OutcomeStage::Connected));
+    }
+
+    /// The connection left `from` (no longer usable: `why`) for `to` without a new connect
+    /// (a UDP association follows its interface): the strategy hears that `from` failed it and
+    /// `to` carries it, the feed shows the new interface, and the move is logged at INFO and
+    /// in the event log as a failover.
+    pub(crate) fn moved(&mut self, ctx: &ServeContext, from: &Member, to: &Member, why: &str) {
+        self.failed.push((from.state.name.clone(), why.to_owned()));
+        self.observe(|| self.outcome(from.state.id, api::OutcomeStage::ConnectFailed));
+        ctx.router.remember(&self.meta, to.state.id);
+        if let Some(feed) = &ctx.feed {
+            feed.send(ConnEvent::Moved {
+                id: self.id,
+                interface: to.state.name.clone(),
+                retries: self.failed.len() as u32,
+            });
+        }
+        tracing::info!(peer = %self.peer, target = %self.destination, protocol = self.label, from = %from.state.name, iface = %to.state.name, why, "Failed over.");
+        let message = format!(
+            "{} ({}): {} {why}, moved to {}",
+            self.destination, self.label, from.state.name, to.state.name
+        );
+        ctx.events
+            .emit(EventKind::Failover, Some(&to.state.name), message);
+        self.observe(|| self.outcome(to.state.id, api::OutcomeStage::Connected));
     }
 
     /// The relay ended (or never started): the record's last facts go to every sink.

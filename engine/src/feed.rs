@@ -51,12 +51,15 @@ pub enum ConnEvent {
         destination: String,
         /// The interface that carried it.
         interface: Option<String>,
+        /// The interfaces whose connect failed, in order (all of them when `error` is set;
+        /// their number is the row's `retries`).
+        tried: Vec<String>,
+        /// From accepting the request to this event (for a failed connection, its whole life).
+        since_accept: Duration,
         /// The strategy that chose.
         strategy: String,
         /// Its reason.
         reason: String,
-        /// Interfaces that failed before this one.
-        retries: u32,
         /// Set when no interface connected.
         error: Option<String>,
     },
@@ -94,6 +97,8 @@ pub struct DashboardFeed {
     totals: Totals,
     interfaces: Vec<InterfaceDto>,
     started: Instant,
+    /// When the engine started, Unix time in milliseconds (the page spots a restart by it).
+    started_unix_ms: u64,
     version: u64,
     /// The ZeroTier agent's state, when the agent runs.
     zerotier: Option<crate::zerotier::ZtHandle>,
@@ -122,6 +127,7 @@ impl DashboardFeed {
             totals: Totals::default(),
             interfaces: Vec::new(),
             started: Instant::now(),
+            started_unix_ms: crate::events::unix_ms(),
             version: 0,
             zerotier: None,
             inbox: None,
@@ -180,6 +186,7 @@ impl DashboardFeed {
         let feed = Feed {
             version: self.version,
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            started_unix_ms: self.started_unix_ms,
             interfaces: self.interfaces.clone(),
             strategy: self.strategy(),
             totals,
@@ -333,9 +340,10 @@ impl DashboardFeed {
                 protocol,
                 destination,
                 interface,
+                tried,
+                since_accept,
                 strategy,
                 reason,
-                retries,
                 error,
             } => {
                 self.totals.connections_total += 1;
@@ -345,20 +353,27 @@ impl DashboardFeed {
                     .entry(protocol.clone())
                     .or_default() += 1;
                 let failed = error.is_some();
+                let retries = u32::try_from(tried.len()).unwrap_or(u32::MAX);
                 let dto = ConnectionDto {
                     id,
                     client,
                     protocol,
                     destination,
                     interface,
+                    tried,
                     strategy,
                     reason,
                     state: if failed { "failed" } else { "open" }.to_owned(),
                     error,
                     bytes_up: 0,
                     bytes_down: 0,
-                    started_unix_ms: at_unix_ms,
-                    duration_ms: 0,
+                    started_unix_ms: at_unix_ms.saturating_sub(since_accept.as_millis() as u64),
+                    // A failed connection's whole life is the wait for its answer.
+                    duration_ms: if failed {
+                        since_accept.as_millis() as u64
+                    } else {
+                        0
+                    },
                     retries,
                 };
                 if failed {

@@ -50,6 +50,7 @@ pub mod router;
 pub mod shutdown;
 pub mod socks;
 pub mod telemetry;
+pub mod units;
 pub mod zerotier;
 
 use std::future::Future;

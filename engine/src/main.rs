@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use netmix::config::{Config, InterfaceFilter};
+use netmix::units;
 
 /// Exit code for a bad command line or config (BSD sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -120,7 +121,7 @@ fn main() -> ExitCode {
 
 fn print_interfaces(config: &Config) -> ExitCode {
     let filter = InterfaceFilter::new(config);
-    let list = match netmix::iface::scan::scan(&filter) {
+    let list = match netmix::iface::scan::scan_with_addressless(&filter) {
         Ok(list) => list,
         Err(e) => {
             eprintln!("netmix: cannot list interfaces: {e}");
@@ -149,13 +150,28 @@ fn print_interfaces(config: &Config) -> ExitCode {
             i.kind.as_str(),
             if i.up { "up" } else { "down" },
             if addrs.is_empty() {
-                "-".to_owned()
+                NO_ADDRESS_YET.to_owned()
             } else {
                 addrs
             },
         );
     }
     ExitCode::SUCCESS
+}
+
+/// The address column of an interface without a usable address (no DHCP answer yet, say).
+const NO_ADDRESS_YET: &str = "no address yet";
+
+/// Width of the STRATEGY column of `netmix plugins`.
+const STRATEGY_COLUMN: usize = 16;
+
+/// One strategy of `netmix plugins`: the name, its description wrapped to the output width,
+/// and where it comes from on a line of its own under the description (a path is never cut).
+fn print_plugin_row(name: &str, description: &str, source: &str, width: usize) {
+    for line in units::two_columns(name, STRATEGY_COLUMN, description, width) {
+        println!("{line}");
+    }
+    println!("{:w$}from: {source}", "", w = STRATEGY_COLUMN + 1);
 }
 
 fn print_plugins(config: &Config) -> ExitCode {
@@ -166,19 +182,22 @@ fn print_plugins(config: &Config) -> ExitCode {
     for dir in &scan.dirs {
         println!("plugins folder: {}", dir.display());
     }
-    println!("{:<16} {:<60} FILE", "STRATEGY", "DESCRIPTION");
+    let width = units::output_width();
+    println!("{:<w$} DESCRIPTION", "STRATEGY", w = STRATEGY_COLUMN);
     for p in &scan.loaded {
-        println!("{:<16} {:<60} {}", p.name, p.description, p.path.display());
+        let file = p.path.display().to_string();
+        print_plugin_row(&p.name, &p.description, &file, width);
     }
     if !scan
         .loaded
         .iter()
         .any(|p| p.name == netmix::router::BUILTIN)
     {
-        println!(
-            "{:<16} {:<60} built-in",
+        print_plugin_row(
             netmix::router::BUILTIN,
-            "weighted round-robin (built in)"
+            "weighted round-robin (built in)",
+            "built-in",
+            width,
         );
     }
     for refused in &scan.refused {
@@ -201,46 +220,82 @@ fn print_plugins(config: &Config) -> ExitCode {
 
 fn print_status(config: &Config) -> ExitCode {
     let addr = config.dashboard.listen;
+    let unreachable = |e: String| {
+        eprintln!(
+            "netmix: cannot reach the running netmix at http://{addr}/ ({e}); is it running with the dashboard enabled?"
+        );
+        ExitCode::FAILURE
+    };
+    let strategy: netmix_web::StrategyDto = match http_get_json(addr, "/api/strategy") {
+        Ok(s) => s,
+        Err(e) => return unreachable(e),
+    };
     let interfaces: Vec<netmix_web::InterfaceDto> = match http_get_json(addr, "/api/interfaces") {
         Ok(list) => list,
-        Err(e) => {
-            eprintln!(
-                "netmix: cannot reach the running netmix at http://{addr}/ ({e}); is it running with the dashboard enabled?"
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return unreachable(e),
     };
-    println!(
-        "{:<12} {:<9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>12} {:>11} {:>11}",
+    print!("{}", status_text(&strategy, &interfaces));
+    ExitCode::SUCCESS
+}
+
+/// What `netmix status` prints: the active strategy, then one line per interface with units
+/// (KiB/MiB, kbit/s/Mbit/s) and `—` for what is not measured yet.
+fn status_text(
+    strategy: &netmix_web::StrategyDto,
+    interfaces: &[netmix_web::InterfaceDto],
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let active = if strategy.active.is_empty() {
+        units::UNKNOWN
+    } else {
+        strategy.active.as_str()
+    };
+    let _ = write!(out, "strategy: {active}");
+    if strategy.fallback_active {
+        let _ = write!(out, " (built-in fallback answering");
+        if let Some(e) = &strategy.last_error {
+            let _ = write!(out, ": {e}");
+        }
+        out.push(')');
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "{:<12} {:<9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>10} {:>12} {:>12}",
         "INTERFACE",
         "HEALTH",
         "LATENCY",
         "JITTER",
         "SUCCESS",
         "ACTIVE",
-        "BYTES_UP",
-        "BYTES_DOWN",
-        "UP_BPS",
-        "DOWN_BPS"
+        "SENT",
+        "RECEIVED",
+        "UP",
+        "DOWN"
     );
-    for i in &interfaces {
-        println!(
-            "{:<12} {:<9} {:>9} {:>8} {:>7} {:>6} {:>12} {:>12} {:>11} {:>11}",
+    for i in interfaces {
+        // No jitter either before the first latency sample.
+        let jitter = i.latency_ms.map(|_| i.jitter_ms);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<9} {:>9} {:>9} {:>7} {:>6} {:>10} {:>10} {:>12} {:>12}",
             i.name,
             i.health,
-            i.latency_ms
-                .map_or("-".to_owned(), |ms| format!("{ms:.1}ms")),
-            format!("{:.1}ms", i.jitter_ms),
-            i.success_rate
-                .map_or("-".to_owned(), |r| format!("{:.0}%", r * 100.0)),
+            units::millis(i.latency_ms),
+            units::millis(jitter),
+            units::percent(i.success_rate),
             i.active,
-            i.bytes_up,
-            i.bytes_down,
-            i.up_bps,
-            i.down_bps,
+            units::bytes(i.bytes_up),
+            units::bytes(i.bytes_down),
+            units::bits_per_second(i.up_bps),
+            units::bits_per_second(i.down_bps),
         );
     }
-    ExitCode::SUCCESS
+    if interfaces.is_empty() {
+        out.push_str("(no interface yet)\n");
+    }
+    out
 }
 
 /// GETs a JSON document from the local dashboard (reqwest on a one-off runtime; 5 s limit).
@@ -341,6 +396,90 @@ mod tests {
             let _ = s.write_all(b"0\r\n\r\n");
         });
         addr
+    }
+
+    fn iface(name: &str) -> netmix_web::InterfaceDto {
+        netmix_web::InterfaceDto {
+            id: 1,
+            name: name.to_owned(),
+            kind: "physical".to_owned(),
+            health: "up".to_owned(),
+            link_up: true,
+            addrs: vec!["198.18.10.2".to_owned()],
+            weight: 1,
+            metered: false,
+            latency_ms: None,
+            jitter_ms: 0.0,
+            latency_history: Vec::new(),
+            successes: 0,
+            failures: 0,
+            success_rate: None,
+            active: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            up_bps: 0,
+            down_bps: 0,
+            peak_down_bps: 0,
+            connect_timeout_ms: 5000,
+            ejections: 0,
+        }
+    }
+
+    #[test]
+    fn status_prints_units_dashes_and_the_strategy() {
+        let mut busy = iface("wan0");
+        busy.latency_ms = Some(12.34);
+        busy.jitter_ms = 1.5;
+        busy.success_rate = Some(1.0);
+        busy.bytes_up = 1536;
+        busy.bytes_down = 3 * 1024 * 1024;
+        busy.up_bps = 1_200;
+        busy.down_bps = 12_500_000;
+        let fresh = iface("wan1");
+        let strategy = netmix_web::StrategyDto {
+            active: "round-robin".to_owned(),
+            ..netmix_web::StrategyDto::default()
+        };
+        let text = status_text(&strategy, &[busy, fresh]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "strategy: round-robin");
+        let wan0 = lines.iter().find(|l| l.starts_with("wan0")).unwrap();
+        for want in [
+            "12.3 ms",
+            "1.50 ms",
+            "100%",
+            "1.50 KiB",
+            "3.00 MiB",
+            "1.20 kbit/s",
+            "12.5 Mbit/s",
+        ] {
+            assert!(wan0.contains(want), "{want} in {wan0}");
+        }
+        let wan1 = lines.iter().find(|l| l.starts_with("wan1")).unwrap();
+        assert_eq!(
+            wan1.matches('—').count(),
+            3,
+            "latency, jitter, success unknown: {wan1}"
+        );
+        assert!(
+            !wan1.contains("0.0ms") && !wan1.contains("0.00 ms"),
+            "{wan1}"
+        );
+        assert!(wan1.contains("0 B") && wan1.contains("0 bit/s"), "{wan1}");
+
+        let fallback = netmix_web::StrategyDto {
+            active: "round-robin".to_owned(),
+            fallback_active: true,
+            last_error: Some("latency: panicked".to_owned()),
+            ..netmix_web::StrategyDto::default()
+        };
+        let text = status_text(&fallback, &[]);
+        assert!(
+            text.starts_with(
+                "strategy: round-robin (built-in fallback answering: latency: panicked)\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

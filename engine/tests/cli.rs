@@ -255,3 +255,57 @@ fn the_ready_line_and_the_dashboard_name_the_fallback_and_why() {
     drop(child);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn plugins_table_wraps_descriptions_to_the_width() {
+    for (columns, width) in [(Some("60"), 60), (None, 80)] {
+        let mut cmd = netmix();
+        cmd.arg("plugins").env_remove("COLUMNS");
+        if let Some(c) = columns {
+            cmd.env("COLUMNS", c);
+        }
+        // Not a terminal here: without COLUMNS the table is laid out for 80 columns.
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("STRATEGY"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("refused:") && !l.starts_with("selected:"))
+            .collect();
+        assert!(table.len() >= 8, "{text}");
+        for line in &table {
+            // A plugin's file path is never cut; everything else fits.
+            if !line.trim_start().starts_with("from: ") {
+                assert!(
+                    line.chars().count() <= width,
+                    "{} > {width} columns: {line:?}\n{text}",
+                    line.chars().count()
+                );
+            }
+        }
+        // The zerotier plugin's long description is there in full, over several lines.
+        let start = table
+            .iter()
+            .position(|l| l.starts_with("zerotier "))
+            .unwrap_or_else(|| panic!("zerotier listed (cargo build --workspace):\n{text}"));
+        let mut words = Vec::new();
+        for line in &table[start..] {
+            if line.trim_start().starts_with("from: ") {
+                break;
+            }
+            words.extend(line.split_whitespace());
+        }
+        assert!(
+            words.join(" ").starts_with(
+                "zerotier ZeroTier destinations through their network's interface (longest prefix);"
+            ),
+            "{text}"
+        );
+        assert!(
+            words.join(" ").ends_with("unless an allowed exit node."),
+            "{text}"
+        );
+    }
+}

@@ -8,13 +8,19 @@
 // ({"step": ..., ...}; {"step": "error", "message": ...} on failure, then exit 1) and waits for
 // plain-text lines on stdin where the Rust side must act first:
 //
-//   -> cards        page live, one card per expected uplink     (Rust: download through each link)
+//   -> cards        page live, one card per expected uplink,    (Rust: download through each link)
+//                   the ZeroTier panel one line
 //   -> numbers      the cards' byte counters went up
 //   -> switched     strategy switched through the page          (Rust: connections, then "sticky-done N")
 //   -> followed     the table's newest N rows use the new strategy, on one link
 //   -> load-ready   switched back to round-robin via the page   (Rust: ≥1000 connections, then "load-done")
 //   -> responsive   bounded table, live updates, UI round trips measured
-//   -> screenshot   full-page PNG written
+//                                                               (Rust: a connection that times out on
+//                                                                every link, then "failed-done ID")
+//   -> failed-row   that row's cells: interfaces tried, duration, error; the failure counters' names
+//   -> screenshot   full-page PNG written                      (Rust: restarts netmix on the same
+//                                                                ports, then "restarted START_MS")
+//   -> restart      the restart marker and the empty tables' text
 //   -> done
 //
 // Chromium: $CHROMIUM or /usr/bin/chromium (`npx playwright install` is not used).
@@ -105,7 +111,13 @@ async function main() {
       return { cards, connections_total: v(document.querySelector("#totals"), "connections_total"), bytes_down: v(document.querySelector("#totals"), "bytes_down") };
     });
   const before = await readCounters();
-  emit("cards", { names, before });
+  // ZeroTier is not installed in the lab: the panel is one line, no error, no empty tables.
+  await page.waitForFunction(() => document.querySelector("#zerotier").dataset.service === "not_installed");
+  const zerotier = await page.$eval("#zerotier", (p) => ({
+    text: p.innerText.trim(),
+    tables: [...p.querySelectorAll("table")].filter((t) => t.getClientRects().length > 0).length,
+  }));
+  emit("cards", { names, before, zerotier });
 
   // --- 2. numbers change once traffic flows (the test downloads through every link) ---
   const minBytes = Number(await expectLine("traffic-done"));
@@ -257,9 +269,57 @@ async function main() {
   }
   emit("responsive", result);
 
-  // --- 6. the screenshot artifact ---
+  // --- 6. a connection that failed on every link: its row says where, how long and why ---
+  const failedId = await expectLine("failed-done");
+  const failedSel = '#connections tbody tr[data-id="' + failedId + '"]';
+  await page.waitForSelector(failedSel + '[data-state="failed"]');
+  const failedRow = await page.$eval(failedSel, (r) => {
+    const cell = (k) => ({ text: r.children[k].textContent, visible: r.children[k].getClientRects().length > 0 && r.children[k].offsetWidth > 0 });
+    return { interface: cell(3), state: cell(6), error: cell(7), duration: cell(10), retries: cell(11) };
+  });
+  const counters = await page.evaluate(() => {
+    const failed = document.querySelector('#totals [data-field="failed"]');
+    return {
+      columns: [...document.querySelectorAll("#connections thead th")].map((th) => th.textContent),
+      header: failed.parentElement.querySelector("dt").textContent,
+      headerValue: Number(failed.dataset.value),
+      cards: [...document.querySelectorAll('.iface-card [data-field="failures"]')].map((f) => f.closest("div").querySelector("dt").textContent),
+    };
+  });
+  emit("failed-row", { row: failedRow, counters });
+
+  // --- 7. the screenshot artifact ---
   await page.screenshot({ path: screenshot, fullPage: true });
   emit("screenshot", { path: screenshot, bytes: statSync(screenshot).size, consoleErrors });
+
+  // --- 8. netmix restarts under the open page: a visible marker, and empty tables say so ---
+  const consoleBefore = consoleErrors.length;
+  const newStart = await expectLine("restarted");
+  await page.waitForFunction(
+    (t) => {
+      const m = document.querySelector("#restart-marker");
+      return !m.hidden && m.dataset.startedUnixMs === t && document.querySelector("#ws-status").dataset.state === "live";
+    },
+    newStart,
+  );
+  await page.waitForFunction(() => !document.querySelector("#no-connections").hidden);
+  const restart = await page.evaluate(() => {
+    const m = document.querySelector("#restart-marker");
+    const r = m.getBoundingClientRect();
+    const empty = document.querySelector("#no-connections");
+    return {
+      marker: m.textContent,
+      markerVisible: r.width > 0 && r.height > 0 && getComputedStyle(m).display !== "none",
+      markerTop: r.top,
+      startedUnixMs: m.dataset.startedUnixMs,
+      rows: document.querySelectorAll("#connections tbody tr").length,
+      noConnections: empty.textContent,
+      noConnectionsVisible: empty.getClientRects().length > 0,
+      total: document.querySelector('#totals [data-field="connections_total"]').dataset.value,
+    };
+  });
+  await page.screenshot({ path: screenshot.replace(/\.png$/, "-restarted.png"), fullPage: true });
+  emit("restart", { ...restart, consoleErrors: consoleErrors.slice(consoleBefore) });
   await browser.close();
   emit("done");
   process.exit(0);

@@ -389,6 +389,105 @@ pub async fn connection_burst(
     ok.load(Ordering::Relaxed)
 }
 
+/// A port of the lab's target whose SYNs the internet namespace drops once
+/// [`drop_syns_to_dropped_port`] ran: a connect there times out on every link, while the links
+/// stay healthy for everything else.
+pub const DROPPED_PORT: u16 = 12;
+
+/// Makes the internet namespace drop every TCP SYN to `TARGET:DROPPED_PORT` (until the lab is
+/// torn down).
+pub fn drop_syns_to_dropped_port(lab: &Lab) {
+    let port = DROPPED_PORT.to_string();
+    crate::sh(
+        lab.inet_ns(),
+        &[
+            "iptables",
+            "-w",
+            "-t",
+            "raw",
+            "-I",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-d",
+            &TARGET.to_string(),
+            "--dport",
+            &port,
+            "-j",
+            "DROP",
+        ],
+    );
+}
+
+/// One SOCKS5 CONNECT through the proxy at `socks` (from inside namespace `ns`) to
+/// `TARGET:DROPPED_PORT`: the reply code and how long the client waited for it.
+///
+/// # Panics
+/// When the proxy cannot be reached or gives no reply within 60 s.
+pub async fn timed_out_connection(ns: &str, socks: SocketAddr) -> (u8, Duration) {
+    let stream = connect_tokio_in(ns, socks, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("connect to the proxy {socks}: {e}"));
+    let target = Target::Ip(SocketAddr::new(TARGET.into(), DROPPED_PORT));
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(60),
+        socks5_connect(stream, target, None),
+    )
+    .await
+    .expect("a SOCKS reply within 60 s")
+    .expect("SOCKS exchange");
+    (reply.code, started.elapsed())
+}
+
+/// Every interface's connect deadline (`connect_timeout_ms`), once the dashboard shows a
+/// latency for each (the deadline adapts to it); panics after [`crate::patience`].
+pub async fn measured_deadlines(lab: &Lab) -> Vec<u64> {
+    let deadline = std::time::Instant::now() + crate::patience();
+    loop {
+        let list = crate::api(lab, crate::DASHBOARD, "/api/interfaces").await;
+        let ifaces = list.as_array().cloned().unwrap_or_default();
+        if !ifaces.is_empty() && ifaces.iter().all(|i| i["latency_ms"].is_number()) {
+            return ifaces
+                .iter()
+                .map(|i| {
+                    i["connect_timeout_ms"]
+                        .as_u64()
+                        .expect("connect_timeout_ms")
+                })
+                .collect();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every interface has a latency yet: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The dashboard's row for the connection to `TARGET:DROPPED_PORT`, once `/api/connections`
+/// lists it as failed (the feed publishes in batches); panics after [`crate::patience`].
+pub async fn failed_row(lab: &Lab) -> serde_json::Value {
+    let destination = format!("{TARGET}:{DROPPED_PORT}");
+    let deadline = std::time::Instant::now() + crate::patience();
+    loop {
+        let rows = crate::api(lab, crate::DASHBOARD, "/api/connections?limit=20").await;
+        let row = rows
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["destination"] == destination.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        if row["state"] == "failed" {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no failed row for {destination} in /api/connections: {rows}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One sample of a Prometheus exposition.
 #[derive(Debug, Clone)]
 pub struct PromSample {

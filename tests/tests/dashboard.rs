@@ -1,8 +1,10 @@
 //! The dashboard page in a real browser (Debian's headless chromium, driven by playwright-core
 //! from `tests/browser/dashboard.mjs`) against a real netmix in the lab: one card per uplink,
 //! numbers that move when traffic flows, a strategy switch made through the page that the next
-//! connections follow, and a page that stays responsive with more than 1,000 connections behind
-//! its table. Keeps `target/test-artifacts/dashboard.png`.
+//! connections follow, a page that stays responsive with more than 1,000 connections behind
+//! its table, a failed connection's row (the interfaces tried, the real time it took, the error
+//! as text), a one-line ZeroTier panel when ZeroTier is not installed, and a visible marker
+//! when netmix restarts under the open page. Keeps `target/test-artifacts/dashboard.png`.
 //!
 //! Needs node, chromium and `npm ci --prefix tests/browser` (`.ci/run` installs them); without
 //! them the test fails and says what to install.
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use netmix_integration::client::by_name;
 use netmix_integration::web::{
-    artifacts_dir, connection_burst, fetch_via_socks, plugins_dir, write_token_file,
+    artifacts_dir, connection_burst, drop_syns_to_dropped_port, failed_row, fetch_via_socks,
+    measured_deadlines, plugins_dir, timed_out_connection, write_token_file,
 };
 use netmix_integration::{
     DASHBOARD, Engine, Lab, api, assert_eventually_async, command_in, spawn_engine, spread,
@@ -242,6 +245,12 @@ async fn dashboard_page_in_a_real_browser() {
     // 1. One card per uplink.
     let cards = blocking(&mut b, move |b| b.expect("cards", step)).await;
     assert_eq!(cards["names"], serde_json::json!(["wan0", "wan1", "wan2"]));
+    // No ZeroTier in the lab: one line, no error panel over empty tables.
+    assert_eq!(
+        cards["zerotier"]["text"], "ZeroTier not installed",
+        "{cards}"
+    );
+    assert_eq!(cards["zerotier"]["tables"], 0, "{cards}");
 
     // 2. Traffic through every link (round-robin: one download each); the page's numbers move.
     for _ in 0..3 {
@@ -344,13 +353,12 @@ async fn dashboard_page_in_a_real_browser() {
     );
     eprintln!("{LOAD} connections in {load_took:?}; responsiveness: {responsive}");
 
-    // 6. The screenshot artifact.
-    let shot_step = blocking(&mut b, move |b| {
-        let s = b.expect("screenshot", step);
-        b.expect("done", step);
-        s
-    })
-    .await;
+    // 6. A connection that times out on every link: the API and the row say which links were
+    // tried, how long it really took, and why.
+    failed_connection_row(&lab, &mut b, socks, step).await;
+
+    // 7. The screenshot artifact.
+    let shot_step = blocking(&mut b, move |b| b.expect("screenshot", step)).await;
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
     assert!(
         png.starts_with(b"\x89PNG\r\n\x1a\n"),
@@ -372,8 +380,133 @@ async fn dashboard_page_in_a_real_browser() {
         .collect();
     assert!(errors.is_empty(), "console errors on the page: {errors:?}");
     eprintln!("screenshot: {} ({} bytes)", shot.display(), png.len());
+
+    // 8. netmix restarts (same ports) under the open page: the page says so, and its emptied
+    // connections table says "No connections yet".
+    let old_start = api(&lab, DASHBOARD, "/api/feed").await["started_unix_ms"]
+        .as_u64()
+        .expect("started_unix_ms in the feed");
+    assert!(old_start > 0);
+    drop(engine);
+    let engine = start_engine(&lab).await;
+    let new_start = api(&lab, DASHBOARD, "/api/feed").await["started_unix_ms"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(new_start, old_start, "a new run, a new start time");
+    let restart = blocking(&mut b, move |b| {
+        b.tell(&format!("restarted {new_start}"));
+        let r = b.expect("restart", step);
+        b.expect("done", step);
+        r
+    })
+    .await;
+    let marker = restart["marker"].as_str().unwrap();
+    assert!(
+        marker.starts_with("netmix restarted at "),
+        "the marker: {restart}"
+    );
+    assert_eq!(restart["markerVisible"], true, "{restart}");
+    assert_eq!(restart["startedUnixMs"], new_start.to_string(), "{restart}");
+    assert_eq!(restart["rows"], 0, "{restart}");
+    assert_eq!(restart["noConnections"], "No connections yet.", "{restart}");
+    assert_eq!(restart["noConnectionsVisible"], true, "{restart}");
+    // While netmix was away the browser reports the refused WebSocket; nothing else.
+    for e in restart["consoleErrors"].as_array().unwrap() {
+        let e = e.as_str().unwrap_or("");
+        assert!(e.contains("WebSocket"), "console error on the page: {e}");
+    }
     drop(b);
     drop(engine);
+}
+
+/// Step 6: a SOCKS5 CONNECT to a port whose SYNs the lab drops fails on every link after
+/// their connect deadlines; `/api/connections` and the page's row show the links tried, the
+/// real duration and the error, and the header and the cards name their failure counts
+/// differently.
+async fn failed_connection_row(
+    lab: &Lab,
+    b: &mut Option<Browser>,
+    socks: std::net::SocketAddr,
+    step: Duration,
+) {
+    drop_syns_to_dropped_port(lab);
+    let deadline = measured_deadlines(lab).await.into_iter().min().unwrap();
+    let (code, waited) = timed_out_connection(lab.client_ns(), socks).await;
+    assert_ne!(code, 0, "the CONNECT failed");
+    let row = failed_row(lab).await;
+    let tried: Vec<&str> = row["tried"]
+        .as_array()
+        .unwrap_or_else(|| panic!("tried in {row}"))
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let mut sorted = tried.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["wan0", "wan1", "wan2"], "every link tried: {row}");
+    assert!(row["interface"].is_null(), "{row}");
+    let error = row["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("timed out"), "{row}");
+    let duration = row["duration_ms"].as_u64().unwrap();
+    // Each link got its whole deadline, one after the other: the real time, not 0.
+    assert!(
+        duration >= deadline * tried.len() as u64,
+        "duration {duration} ms < {} × {deadline} ms deadline: {row}",
+        tried.len()
+    );
+    let waited_ms = waited.as_millis() as u64;
+    assert!(
+        duration <= waited_ms + 50 && waited_ms <= duration + 1000,
+        "the API's {duration} ms is what the client waited ({waited_ms} ms): {row}"
+    );
+    let failed_total = api(lab, DASHBOARD, "/api/feed").await["totals"]["failed"]
+        .as_u64()
+        .unwrap();
+    assert!(failed_total >= 1);
+
+    let id = row["id"].as_u64().unwrap();
+    let shown = blocking(b, move |b| {
+        b.tell(&format!("failed-done {id}"));
+        b.expect("failed-row", step)
+    })
+    .await;
+    let cells = &shown["row"];
+    for k in ["interface", "error", "duration"] {
+        assert_eq!(cells[k]["visible"], true, "{k} cell visible: {shown}");
+    }
+    assert_eq!(
+        cells["interface"]["text"],
+        format!("tried {}", tried.join(", ")),
+        "{shown}"
+    );
+    assert_eq!(cells["error"]["text"], error.as_str(), "{shown}");
+    assert_eq!(cells["state"]["text"], "failed", "{shown}");
+    let page_ms = parse_duration_ms(cells["duration"]["text"].as_str().unwrap());
+    assert!(
+        page_ms + 100 >= duration && page_ms >= deadline,
+        "the page shows {page_ms} ms for {duration} ms: {shown}"
+    );
+    let columns = shown["counters"]["columns"].as_array().unwrap();
+    assert_eq!(columns[7], "error", "{shown}");
+    // The header counts failed connections and says so; the cards count something else
+    // (failures held against one link's health) under another name.
+    assert_eq!(shown["counters"]["header"], "failed connections", "{shown}");
+    assert_eq!(shown["counters"]["headerValue"], failed_total, "{shown}");
+    let cards = shown["counters"]["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 3, "{shown}");
+    assert!(cards.iter().all(|c| c == "link failures"), "{shown}");
+}
+
+/// The page's duration text (`750 ms`, `1.2 s`) in milliseconds.
+fn parse_duration_ms(text: &str) -> u64 {
+    if let Some(ms) = text.strip_suffix(" ms") {
+        ms.parse().unwrap_or_else(|_| panic!("duration {text:?}"))
+    } else if let Some(s) = text.strip_suffix(" s") {
+        (s.parse::<f64>()
+            .unwrap_or_else(|_| panic!("duration {text:?}"))
+            * 1000.0) as u64
+    } else {
+        panic!("unexpected duration text {text:?}")
+    }
 }
 
 /// Loads `url` in chromium started with `flag` (a proxy setting), in the client namespace;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use netmix_integration::client::by_name;
 use netmix_integration::web::{
-    HttpResponse, http, plugins_dir, prom_value, validate_prometheus, write_token_file, ws_connect,
+    HttpResponse, drop_syns_to_dropped_port, failed_row, http, measured_deadlines, plugins_dir,
+    prom_value, timed_out_connection, validate_prometheus, write_token_file, ws_connect,
 };
 use netmix_integration::{
     DASHBOARD, Engine, Lab, api, assert_eventually_async, spawn_engine, spread,
@@ -465,5 +466,72 @@ async fn foreign_hosts_and_origins_are_refused() {
         assert!(msg.contains("\"wan0\""), "Origin {origin:?}: {msg}");
         ws.close().await;
     }
+    drop(engine);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_connection_shows_the_links_tried_the_real_time_and_the_error() {
+    let lab = Lab::with_links(3);
+    let _servers = lab.start_servers().await;
+    let engine = start(&lab, "api-failed").await;
+    // Latency samples first, so every link has its adaptive deadline.
+    assert_eq!(spread(&lab, &engine, 3).await, vec![1, 1, 1]);
+    drop_syns_to_dropped_port(&lab);
+    let deadline = measured_deadlines(&lab).await.into_iter().min().unwrap();
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let (code, waited) = timed_out_connection(lab.client_ns(), engine.socks_addr()).await;
+    assert_ne!(code, 0);
+    let row = failed_row(&lab).await;
+    let mut tried: Vec<&str> = row["tried"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tried.sort_unstable();
+    assert_eq!(tried, ["wan0", "wan1", "wan2"], "{row}");
+    assert_eq!(row["retries"], 3, "{row}");
+    assert!(row["interface"].is_null(), "{row}");
+    assert!(
+        row["error"].as_str().unwrap().contains("timed out"),
+        "{row}"
+    );
+    let duration = row["duration_ms"].as_u64().unwrap();
+    assert!(
+        duration >= 3 * deadline,
+        "{duration} ms for 3 × {deadline} ms: {row}"
+    );
+    let waited_ms = waited.as_millis() as u64;
+    assert!(
+        duration <= waited_ms + 50 && waited_ms <= duration + 1000,
+        "{duration} ms, the client waited {waited_ms} ms: {row}"
+    );
+    // Started when it was accepted, not when it failed.
+    let started = row["started_unix_ms"].as_u64().unwrap();
+    assert!(
+        started + 100 >= before_ms && started <= before_ms + 1000,
+        "started {started}, asked at {before_ms}: {row}"
+    );
+    // The connected ones tried nothing else.
+    let rows = get(&lab, "/api/connections?limit=10").await.json();
+    for r in rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "closed")
+    {
+        assert_eq!(r["tried"], serde_json::json!([]), "{r}");
+    }
+    let feed = get(&lab, "/api/feed").await.json();
+    assert_eq!(feed["totals"]["failed"], 1, "{}", feed["totals"]);
+    assert!(feed["started_unix_ms"].as_u64().unwrap() <= before_ms);
+    let samples = validate_prometheus(&get(&lab, "/metrics").await.text());
+    assert_eq!(
+        prom_value(&samples, "netmix_connections_failed_total", &[]),
+        Some(1.0)
+    );
     drop(engine);
 }

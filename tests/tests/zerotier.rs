@@ -348,3 +348,61 @@ async fn standin_follows_the_documented_quirks() {
     assert!(body.contains("\"latency\":40"), "{body}");
     assert_eq!(raw_get(&lab, p, "/health", "").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_zerotier_is_one_short_info_line_and_not_installed_in_the_api() {
+    // The lab machine has no ZeroTier One: no token file in any known place, nothing on 9993.
+    for f in [
+        "/var/lib/zerotier-one/authtoken.secret",
+        "/var/lib/zerotier-one/zerotier-one.port",
+    ] {
+        assert!(
+            !Path::new(f).exists(),
+            "this test needs a machine without ZeroTier One ({f} exists)"
+        );
+    }
+    let lab = Lab::with_links(2);
+    let _servers = lab.start_servers().await;
+    // A default config: the ZeroTier agent is on and looks in the usual places.
+    let engine = spawn_engine(&lab, &netmix_integration::lab_config("\"wan*\"", ""));
+    assert_eventually_async!(
+        zt(&lab).await["service"] == "not_installed",
+        "the API says not installed: {}",
+        zt(&lab).await
+    );
+    let z = zt(&lab).await;
+    assert!(z["error"].is_null(), "not installed is no error: {z}");
+    assert_eq!(z["networks"], serde_json::json!([]), "{z}");
+    assert_eq!(z["peers"], serde_json::json!([]), "{z}");
+    // Let it poll again a few times (0.5 s, 1 s, 2 s back-off).
+    assert_eventually_async!(
+        engine.logs().matches("ZeroTier poll failed again.").count() >= 2,
+        "the agent keeps looking (at debug):\n{}",
+        engine.logs()
+    );
+    let logs = engine.logs();
+    let level = |l: &str| l.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let shown: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("ZeroTier") && !matches!(level(l).as_str(), "DEBUG" | "TRACE"))
+        .collect();
+    assert_eq!(shown.len(), 1, "one ZeroTier line above debug:\n{logs}");
+    let line = shown[0];
+    assert_eq!(level(line), "INFO", "{line}");
+    assert!(line.contains("ZeroTier not installed"), "{line}");
+    assert!(
+        line.chars().count() < 160,
+        "{} characters: {line}",
+        line.chars().count()
+    );
+    // Nothing about ZeroTier is a warning, and root is not told to run as root.
+    for l in logs
+        .lines()
+        .filter(|l| l.to_lowercase().contains("zerotier"))
+    {
+        assert!(!matches!(level(l).as_str(), "WARN" | "ERROR"), "{l}");
+        assert!(!l.contains("run as root"), "{l}");
+    }
+    // netmix serves as ever.
+    assert_eq!(spread(&lab, &engine, 4).await.iter().sum::<usize>(), 4);
+}

@@ -28,7 +28,7 @@
 //! | `GET /ws?connections=N` | live [`Feed`] JSON, on change (at most every 250 ms) and at least every second; `N` trims the connection list |
 //! | `GET /api/feed` | the whole [`Feed`] |
 //! | `GET /api/interfaces` | [`models::InterfaceDto`] list |
-//! | `GET /api/zerotier` | [`models::ZeroTierDto`] or `null` (ZeroTier agent off) |
+//! | `GET /api/zerotier` | [`models::ZeroTierDto`] (`"service": "not_installed"` without ZeroTier One) or `null` (ZeroTier agent off) |
 //! | `GET /api/connections?limit=N` | newest connections (default 100, max 1000) |
 //! | `GET /api/events?limit=N` | newest events (default 100, max 500) |
 //! | `GET /api/strategy` | [`models::StrategyDto`] |

@@ -45,7 +45,10 @@ pub struct InterfaceDto {
     pub latency_history: Vec<LatencyPoint>,
     /// Successful connects through this interface since start.
     pub successes: u64,
-    /// Failed connects through this interface since start.
+    /// Connects and probes through this interface that failed on the link's side and count
+    /// against its health, since start ("link failures" on the page). A timeout counts only
+    /// when another interface then reached the same destination, so this is not the number of
+    /// failed connections ([`Totals::failed`]).
     pub failures: u64,
     /// Recent success rate in `0.0..=1.0`; `None` before any attempt.
     pub success_rate: Option<f64>,
@@ -84,13 +87,19 @@ pub struct ConnectionDto {
     pub destination: String,
     /// Interface the connection went out on; `None` if it never connected.
     pub interface: Option<String>,
+    /// Interfaces whose connect failed for this connection, in the order they were tried: for
+    /// a failed connection every interface tried (empty when none could even try), for a
+    /// connected one those tried before [`interface`](Self::interface). Empty in feeds from
+    /// engines that predate it.
+    #[serde(default)]
+    pub tried: Vec<String>,
     /// Strategy that chose the interface.
     pub strategy: String,
     /// The strategy's short reason for its choice.
     pub reason: String,
     /// `open`, `closed` or `failed`.
     pub state: String,
-    /// Why the connection failed, when it did.
+    /// Why the connection failed, when it did (the last interface's error).
     pub error: Option<String>,
     /// Bytes sent (client → destination).
     pub bytes_up: u64,
@@ -98,9 +107,12 @@ pub struct ConnectionDto {
     pub bytes_down: u64,
     /// When the connection was accepted, Unix time in milliseconds.
     pub started_unix_ms: u64,
-    /// How long the connection has lasted (so far, when open), in milliseconds.
+    /// How long the connection has lasted (so far, when open), in milliseconds. For a failed
+    /// connection: the time from accepting the request to the failure answer (every connect
+    /// attempt included).
     pub duration_ms: u64,
-    /// How many other interfaces were tried before this one (failovers).
+    /// How many interfaces failed for this connection (failovers): the length of
+    /// [`tried`](Self::tried).
     pub retries: u32,
 }
 
@@ -155,7 +167,9 @@ pub struct Totals {
     pub connections_open: u64,
     /// Connections moved to another interface after a failure.
     pub failovers: u64,
-    /// Connections that failed on every interface tried.
+    /// Connections that failed on every interface tried (rows with `state` `failed`). Not the
+    /// interfaces' [`InterfaceDto::failures`], which count connects and probes held against
+    /// one link's health.
     pub failed: u64,
     /// Errors returned by strategy plugins.
     pub plugin_errors: u64,
@@ -174,6 +188,11 @@ pub struct Feed {
     pub version: u64,
     /// Engine uptime in milliseconds.
     pub uptime_ms: u64,
+    /// When this engine process started, Unix time in milliseconds: the same in every feed of
+    /// one run, different after a restart (the page marks it). 0 in feeds from engines that
+    /// predate it.
+    #[serde(default)]
+    pub started_unix_ms: u64,
     /// Every known interface.
     pub interfaces: Vec<InterfaceDto>,
     /// Routing strategy state.
@@ -192,11 +211,19 @@ pub struct Feed {
 
 /// The local ZeroTier One service as netmix's ZeroTier agent sees it (`GET /api/zerotier`).
 /// Never carries the service's auth token.
+///
+/// `service` is [`ZT_NOT_INSTALLED`] when ZeroTier One is simply absent (no auth token file in
+/// any known place and nothing listening on its port): not an error, so `error` is `None` and
+/// the lists are empty. A token without an answering service, a refused token or an answer
+/// that is not the API's stay errors (`unreachable`, `unauthorized`, `bad_answer`), as does
+/// `no_token` when something listens on the port but no token can be read.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ZeroTierDto {
-    /// `ok`, `unreachable`, `unauthorized`, `no_token`, `bad_answer` or `starting`.
+    /// `ok`, `not_installed`, `unreachable`, `unauthorized`, `no_token`, `bad_answer` or
+    /// `starting`.
     pub service: String,
-    /// What is wrong with the service, for a human; `None` when `service` is `ok`.
+    /// What is wrong with the service, for a human; `None` when `service` is `ok`,
+    /// `not_installed` or `starting`.
     pub error: Option<String>,
     /// The API port in use (from `zerotier-one.port`, else 9993).
     pub port: Option<u16>,
@@ -212,6 +239,16 @@ pub struct ZeroTierDto {
     pub networks: Vec<ZtNetworkDto>,
     /// Known peers.
     pub peers: Vec<ZtPeerDto>,
+}
+
+/// [`ZeroTierDto::service`] when ZeroTier One is not installed on this machine.
+pub const ZT_NOT_INSTALLED: &str = "not_installed";
+
+impl ZeroTierDto {
+    /// ZeroTier One is not installed (see [`ZT_NOT_INSTALLED`]).
+    pub fn not_installed(&self) -> bool {
+        self.service == ZT_NOT_INSTALLED
+    }
 }
 
 /// One joined ZeroTier network.
@@ -289,4 +326,80 @@ pub struct SetStrategyRequest {
 pub struct ErrorBody {
     /// What went wrong, for a human.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_connection() -> ConnectionDto {
+        ConnectionDto {
+            id: 7,
+            client: "127.0.0.1:40000".into(),
+            protocol: "socks5".into(),
+            destination: "198.19.0.1:12".into(),
+            interface: None,
+            tried: vec!["wan0".into(), "wan1".into()],
+            strategy: "round-robin".into(),
+            reason: "next in turn".into(),
+            state: "failed".into(),
+            error: Some("connect timed out".into()),
+            bytes_up: 0,
+            bytes_down: 0,
+            started_unix_ms: 1_764_000_000_000,
+            duration_ms: 3_012,
+            retries: 2,
+        }
+    }
+
+    #[test]
+    fn a_failed_connection_carries_what_was_tried_and_how_long_it_took() {
+        let v = serde_json::to_value(failed_connection()).unwrap();
+        assert_eq!(v["tried"], serde_json::json!(["wan0", "wan1"]));
+        assert_eq!(v["interface"], serde_json::Value::Null);
+        assert_eq!(v["duration_ms"], 3_012);
+        assert_eq!(v["error"], "connect timed out");
+        let back: ConnectionDto = serde_json::from_value(v).unwrap();
+        assert_eq!(back, failed_connection());
+    }
+
+    #[test]
+    fn older_feeds_without_the_new_fields_still_parse() {
+        let mut conn = serde_json::to_value(failed_connection()).unwrap();
+        conn.as_object_mut().unwrap().remove("tried");
+        let parsed: ConnectionDto = serde_json::from_value(conn).unwrap();
+        assert!(parsed.tried.is_empty());
+
+        let mut feed = serde_json::to_value(Feed {
+            started_unix_ms: 1_764_000_000_000,
+            ..Feed::default()
+        })
+        .unwrap();
+        assert_eq!(feed["started_unix_ms"], 1_764_000_000_000u64);
+        feed.as_object_mut().unwrap().remove("started_unix_ms");
+        let parsed: Feed = serde_json::from_value(feed).unwrap();
+        assert_eq!(parsed.started_unix_ms, 0);
+    }
+
+    #[test]
+    fn zerotier_not_installed_is_a_state_not_an_error() {
+        let dto = ZeroTierDto {
+            service: ZT_NOT_INSTALLED.into(),
+            ..ZeroTierDto::default()
+        };
+        assert!(dto.not_installed());
+        let v = serde_json::to_value(&dto).unwrap();
+        assert_eq!(v["service"], "not_installed");
+        assert_eq!(v["error"], serde_json::Value::Null);
+        // The same shape as every other state: the page and older clients read it as before.
+        let ok = serde_json::to_value(ZeroTierDto {
+            service: "ok".into(),
+            ..ZeroTierDto::default()
+        })
+        .unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&v), keys(&ok));
+        assert!(!ZeroTierDto::default().not_installed());
+    }
 }

@@ -112,6 +112,7 @@ fn encode(feed: &Arc<Feed>, max_connections: Option<usize>) -> serde_json::Resul
             let trimmed = Feed {
                 version: feed.version,
                 uptime_ms: feed.uptime_ms,
+                started_unix_ms: feed.started_unix_ms,
                 interfaces: feed.interfaces.clone(),
                 strategy: feed.strategy.clone(),
                 totals: feed.totals.clone(),
@@ -158,6 +159,7 @@ mod tests {
             protocol: "socks5".into(),
             destination: "example.com:443".into(),
             interface: None,
+            tried: Vec::new(),
             strategy: "s".into(),
             reason: "r".into(),
             state: "open".into(),
@@ -174,11 +176,16 @@ mod tests {
     fn encode_trims_connections_to_the_newest() {
         let feed = Arc::new(Feed {
             version: 3,
+            started_unix_ms: 1_764_000_000_000,
             connections: (0..10).rev().map(conn).collect(),
             ..Feed::default()
         });
         let trimmed: Feed = serde_json::from_str(&encode(&feed, Some(2)).unwrap()).unwrap();
         assert_eq!(trimmed.version, 3);
+        assert_eq!(
+            trimmed.started_unix_ms, 1_764_000_000_000,
+            "kept when trimming"
+        );
         assert_eq!(
             trimmed.connections.iter().map(|c| c.id).collect::<Vec<_>>(),
             [9, 8]

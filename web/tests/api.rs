@@ -130,6 +130,9 @@ async fn page_and_assets_are_served_without_the_token() {
         "id=\"token-input\"",
         "id=\"connections\"",
         "id=\"events\"",
+        "id=\"restart-marker\"",
+        "id=\"no-connections\"",
+        "id=\"no-events\"",
         "/static/app.js",
         "/static/style.css",
     ] {
@@ -149,6 +152,10 @@ async fn page_and_assets_are_served_without_the_token() {
         "reconnecting",
         "localStorage",
         "Bearer ",
+        // Restart marker, failed rows, ZeroTier absent.
+        "started_unix_ms",
+        "c.tried",
+        "not_installed",
     ] {
         assert!(js.contains(hook), "app.js lacks {hook}");
     }

@@ -125,6 +125,73 @@ pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> 
     Ok(list)
 }
 
+/// [`scan`] plus the interfaces that have no IP address at all (a tether just plugged in,
+/// before DHCP answers; a link that is down), which an address listing leaves out. For
+/// `netmix interfaces`: discovery only needs what can carry traffic. The same filters judge
+/// them.
+///
+/// # Errors
+/// When the OS refuses to list interfaces.
+pub fn scan_with_addressless(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> {
+    let mut list = scan(filter)?;
+    for (index, name) in all_names() {
+        if list.iter().any(|i| i.name == name) {
+            continue;
+        }
+        let flags = sysfs(&name, "flags")
+            .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok());
+        let loopback = flags.is_some_and(|f| f & IFF_LOOPBACK != 0) || name == "lo";
+        // IFF_RUNNING as getifaddrs reports it: administratively up, operationally up (or
+        // "unknown", as drivers without carrier detection say).
+        let up = flags.is_some_and(|f| f & IFF_UP != 0)
+            && sysfs(&name, "operstate").is_some_and(|s| s == "up" || s == "unknown");
+        list.push(ScannedInterface {
+            kind: InterfaceKind::guess(&name, loopback),
+            eligible: filter.check(&name, loopback),
+            index,
+            addrs: Vec::new(),
+            up,
+            loopback,
+            name,
+        });
+    }
+    list.sort_by(|a, b| (a.index, &a.name).cmp(&(b.index, &b.name)));
+    Ok(list)
+}
+
+const IFF_UP: u32 = 0x1;
+const IFF_LOOPBACK: u32 = 0x8;
+
+/// Every interface's index and name, with or without addresses.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn all_names() -> Vec<(u32, String)> {
+    match nix::net::if_::if_nameindex() {
+        Ok(list) => list
+            .iter()
+            .map(|i| (i.index(), i.name().to_string_lossy().into_owned()))
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "if_nameindex failed; listing addressed interfaces only.");
+            Vec::new()
+        }
+    }
+}
+
+/// Not listed on this platform (only interfaces with an address are shown).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn all_names() -> Vec<(u32, String)> {
+    Vec::new()
+}
+
+/// `/sys/class/net/<name>/<attr>`, trimmed (Linux; `None` elsewhere or when unreadable).
+fn sysfs(name: &str, attr: &str) -> Option<String> {
+    if name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/{attr}")).ok()?;
+    Some(text.trim().to_owned())
+}
+
 fn is_link_local(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
@@ -150,6 +217,26 @@ mod tests {
         assert_eq!(InterfaceKind::guess("usb0", false), InterfaceKind::Tether);
         assert_eq!(InterfaceKind::guess("wg0", false), InterfaceKind::Virtual);
         assert_eq!(InterfaceKind::guess("lo", true), InterfaceKind::Loopback);
+    }
+
+    #[test]
+    fn the_full_listing_holds_every_addressed_interface_too() {
+        let filter = InterfaceFilter::new(&crate::config::Config::default());
+        let addressed = scan(&filter).unwrap();
+        let all = scan_with_addressless(&filter).unwrap();
+        for i in &addressed {
+            assert!(all.contains(i), "{} kept as scanned", i.name);
+        }
+        let mut names: Vec<&str> = all.iter().map(|i| i.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), all.len(), "one entry per name");
+        for i in all
+            .iter()
+            .filter(|i| !addressed.iter().any(|a| a.name == i.name))
+        {
+            assert!(i.addrs.is_empty(), "{i:?}");
+            assert!(i.usable().is_err(), "{i:?}");
+        }
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub(crate) struct Session {
     /// How the client asked (`socks5`, `http-forward`, `socks5-udp`, …) for the feed and log.
     pub(crate) label: &'static str,
     accepted_unix_ms: u64,
+    /// When the request was taken (a failed connection's duration runs from here).
+    accepted_at: Instant,
     /// What strategies see; `tried` grows with each failed interface.
     pub(crate) meta: api::ConnMeta,
     pub(crate) strategy: String,
@@ -96,6 +98,7 @@ impl Session {
             destination: target.to_string(),
             label,
             accepted_unix_ms: unix_ms(),
+            accepted_at: Instant::now(),
             meta,
             strategy,
             reason,
@@ -131,9 +134,10 @@ impl Session {
             protocol: self.label.to_owned(),
             destination: self.destination.clone(),
             interface: interface.map(str::to_owned),
+            tried: self.failed.iter().map(|(name, _)| name.clone()).collect(),
+            since_accept: self.accepted_at.elapsed(),
             strategy: self.strategy.clone(),
             reason: self.reason.clone(),
-            retries: self.failed.len() as u32,
             error,
         }
     }

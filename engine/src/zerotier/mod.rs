@@ -28,6 +28,13 @@
 //! kind of failure (not once per poll), withdraws every ZeroTier route from the router (stale
 //! routes are worse than none), and retries with exponential back-off (0.5 s doubling up to
 //! 30 s). The token is an [`token::AuthToken`]: it is never printed.
+//!
+//! ZeroTier One simply not being installed — no token file in any place [`token::token_files`]
+//! names *and* nothing accepting connections on the port — is no failure: the state is
+//! [`ServiceState::NotInstalled`] (`"service": "not_installed"` on `/api/zerotier`, no
+//! `error`), the log gets one short INFO line and the later polls stay at DEBUG. A token
+//! without a service, a service without a readable token, a refused token or an answer that is
+//! not the API's are real problems and are warned about.
 
 pub mod api;
 pub mod token;
@@ -61,6 +68,9 @@ pub enum ServiceState {
     Starting,
     /// Answered.
     Ok,
+    /// ZeroTier One is not installed: no token file in any known place and nothing listening
+    /// on its port. Not an error.
+    NotInstalled,
     /// No readable token (the message names every path tried).
     NoToken(String),
     /// Nothing answers on the port.
@@ -76,6 +86,7 @@ impl ServiceState {
         match self {
             Self::Starting => "starting",
             Self::Ok => "ok",
+            Self::NotInstalled => netmix_web::models::ZT_NOT_INSTALLED,
             Self::NoToken(_) => "no_token",
             Self::Unreachable(_) => "unreachable",
             Self::Unauthorized => "unauthorized",
@@ -85,7 +96,7 @@ impl ServiceState {
 
     fn message(&self) -> Option<String> {
         match self {
-            Self::Starting | Self::Ok => None,
+            Self::Starting | Self::Ok | Self::NotInstalled => None,
             Self::NoToken(m) | Self::Unreachable(m) | Self::BadAnswer(m) => Some(m.clone()),
             Self::Unauthorized => Some("the service refused the token (401)".to_owned()),
         }
@@ -243,6 +254,36 @@ impl ZtState {
     }
 }
 
+/// Why there is no API client to poll with.
+enum NoClient {
+    /// A failure to report as it is.
+    Failed(ServiceState),
+    /// No token file in any known place (`state` says so): ZeroTier One is not installed
+    /// unless something listens on `port`.
+    NoTokenFile { port: u16, state: ServiceState },
+}
+
+/// Whether anything accepts a TCP connection on `127.0.0.1:port` (nothing is sent).
+async fn listening(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    matches!(
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            tokio::net::TcpStream::connect(addr)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
+
+/// The one INFO line when ZeroTier One is not installed.
+pub fn not_installed_line(port: u16) -> String {
+    format!(
+        "ZeroTier not installed (no token file, port {port} closed); the zerotier strategy sees \
+         no networks."
+    )
+}
+
 /// The retry delay after `failures` consecutive failures (≥ 1).
 pub fn backoff(failures: u32) -> Duration {
     let shift = failures.saturating_sub(1).min(16);
@@ -283,20 +324,27 @@ impl ZeroTierAgent {
     }
 
     /// Re-reads the port file and the token; rebuilds the client when either changed.
-    fn refresh_client(&mut self) -> Result<api::Client, ServiceState> {
+    fn refresh_client(&mut self) -> Result<api::Client, NoClient> {
         let os = Os::current();
         let home = token::service_home(os, &self.env);
         let port = token::read_port(&home).port;
         let explicit = self.config.token.as_ref().map(|t| t.expose());
-        let (tok, source) = token::find_token(explicit, os, &self.env)
-            .map_err(|e| ServiceState::NoToken(e.to_string()))?;
+        let (tok, source) = token::find_token(explicit, os, &self.env).map_err(|e| {
+            let state = ServiceState::NoToken(e.to_string());
+            if e.nothing_found() {
+                NoClient::NoTokenFile { port, state }
+            } else {
+                NoClient::Failed(state)
+            }
+        })?;
         if let Some((p, t, c)) = &self.client
             && *p == port
             && *t == tok
         {
             return Ok(c.clone());
         }
-        let client = api::Client::new(port, &tok).map_err(ServiceState::BadAnswer)?;
+        let client = api::Client::new(port, &tok)
+            .map_err(|e| NoClient::Failed(ServiceState::BadAnswer(e)))?;
         tracing::debug!(port, token_from = %source, "ZeroTier API client (re)built.");
         self.client = Some((port, tok, client.clone()));
         Ok(client)
@@ -305,7 +353,21 @@ impl ZeroTierAgent {
     fn poll(&mut self, ctx: &mut Context<Self>) {
         let client = match self.refresh_client() {
             Ok(c) => c,
-            Err(state) => return self.failed(state, ctx),
+            Err(NoClient::Failed(state)) => return self.failed(state, ctx),
+            Err(NoClient::NoTokenFile { port, state }) => {
+                // No token file anywhere: installed only if something listens on the port.
+                ctx.spawn(listening(port).into_actor(self).map(move |open, act, ctx| {
+                    act.failed(
+                        if open {
+                            state
+                        } else {
+                            ServiceState::NotInstalled
+                        },
+                        ctx,
+                    );
+                }));
+                return;
+            }
         };
         let port = self.client.as_ref().map_or(token::DEFAULT_PORT, |c| c.0);
         ctx.spawn(async move { client.poll().await }.into_actor(self).map(
@@ -363,15 +425,14 @@ impl ZeroTierAgent {
         if self.logged != Some(key) {
             self.logged = Some(key);
             match &state {
-                // No service folder at all: ZeroTier is simply not installed, which is no
-                // reason for a warning on every start.
-                ServiceState::NoToken(_)
-                    if !token::service_home(Os::current(), &self.env).exists() =>
-                {
-                    tracing::info!(
-                        "ZeroTier agent: {msg}. ZeroTier One does not seem to be installed; \
-                         netmix works without it and looks again with back-off."
-                    )
+                // Simply absent: one short line, no warning (the details are at debug).
+                ServiceState::NotInstalled => {
+                    tracing::info!("{}", not_installed_line(self.port_in_use()));
+                    tracing::debug!(
+                        home = %token::service_home(Os::current(), &self.env).display(),
+                        "No ZeroTier auth token file in any known place and nothing listening; \
+                         looking again with back-off."
+                    );
                 }
                 ServiceState::NoToken(_) => tracing::warn!(
                     "ZeroTier agent: {msg}. netmix works without ZeroTier; retrying with back-off."
@@ -401,6 +462,11 @@ impl ZeroTierAgent {
             ..ZtState::default()
         });
         ctx.run_later(delay, Self::poll);
+    }
+
+    /// The port the service would answer on (from its port file, else the default).
+    fn port_in_use(&self) -> u16 {
+        token::read_port(&token::service_home(Os::current(), &self.env)).port
     }
 
     fn log_changes(&self, state: &ZtState) {
@@ -541,6 +607,42 @@ mod tests {
             .find(|p| p.address == "992fcf1db7")
             .unwrap();
         assert_eq!((leaf.latency_ms, leaf.path.as_str()), (Some(40), "direct"));
+    }
+
+    #[test]
+    fn not_installed_is_quiet_and_not_an_error() {
+        let dto = ZtState {
+            service: ServiceState::NotInstalled,
+            ..ZtState::default()
+        }
+        .dto();
+        assert!(dto.not_installed());
+        assert_eq!(dto.error, None);
+        assert!(dto.networks.is_empty() && dto.peers.is_empty());
+        // The whole log line (timestamp, level and target included) stays under 160 columns.
+        let line = format!(
+            "2025-11-24T01:49:07.123456Z  INFO netmix::zerotier: {}",
+            not_installed_line(65535)
+        );
+        assert!(line.len() < 160, "{} columns: {line}", line.len());
+        assert!(!line.contains("root"), "{line}");
+        // A real problem keeps its message.
+        let refused = ZtState {
+            service: ServiceState::Unauthorized,
+            ..ZtState::default()
+        }
+        .dto();
+        assert_eq!(refused.service, "unauthorized");
+        assert!(refused.error.is_some());
+    }
+
+    #[tokio::test]
+    async fn listening_tells_an_open_port_from_a_closed_one() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening(port).await);
+        drop(listener);
+        assert!(!listening(port).await);
     }
 
     #[test]

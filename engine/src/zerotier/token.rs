@@ -250,6 +250,17 @@ impl fmt::Display for NoToken {
     }
 }
 
+impl NoToken {
+    /// No token file exists in any place tried (every one "not found"): with nothing
+    /// listening on the service's port either, ZeroTier One is not installed. A file that is
+    /// there but unreadable or empty means it is.
+    pub fn nothing_found(&self) -> bool {
+        self.tried.iter().all(|(_, why)| why == NOT_FOUND)
+    }
+}
+
+const NOT_FOUND: &str = "not found";
+
 /// The token files in lookup order (after an explicit config token): the override home's,
 /// the per-user copies, then the system homes'. No path appears twice.
 pub fn token_files(os: Os, env: &Env) -> Vec<PathBuf> {
@@ -301,7 +312,7 @@ pub fn find_token(
 
 fn describe(e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::NotFound => "not found".to_owned(),
+        io::ErrorKind::NotFound => NOT_FOUND.to_owned(),
         io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         io::ErrorKind::InvalidData => "not text".to_owned(),
         _ => e.to_string(),
@@ -400,11 +411,42 @@ mod tests {
             assert!(msg.contains(&p.display().to_string()), "{msg}");
         }
         assert!(msg.contains("(empty)"), "{msg}");
+        assert!(
+            !e.nothing_found(),
+            "an empty token file means ZeroTier is there"
+        );
         assert!(msg.contains("(not found)"), "{msg}");
         assert!(msg.contains("~/.zeroTierOneAuthToken"), "{msg}");
         assert!(!msg.contains('\n'));
         assert_eq!(format!("{:?}", AuthToken::new("s3cret").unwrap()), "MASKED");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn no_file_anywhere_is_nothing_found() {
+        let absent = NoToken {
+            tried: vec![
+                (
+                    PathBuf::from("/h/authtoken.secret"),
+                    describe(&io::ErrorKind::NotFound.into()),
+                ),
+                (
+                    PathBuf::from("/u/.zeroTierOneAuthToken"),
+                    "not found".into(),
+                ),
+            ],
+        };
+        assert!(absent.nothing_found());
+        let unreadable = NoToken {
+            tried: vec![
+                (PathBuf::from("/h/authtoken.secret"), "not found".into()),
+                (
+                    PathBuf::from("/var/lib/zerotier-one/authtoken.secret"),
+                    "permission denied".into(),
+                ),
+            ],
+        };
+        assert!(!unreadable.nothing_found());
     }
 
     #[test]

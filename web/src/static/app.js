@@ -22,6 +22,7 @@
   let renderScheduled = false;
   let selectTouched = false;
   let strategyKey = "";
+  let engineStartedMs = 0; // the engine's start time as the feed first said it
   const throughput = new Map(); // name -> [{t, up, down}]
   const colors = new Map(); // name -> color, stable for the page's life
 
@@ -128,12 +129,27 @@
       } catch (err) {
         return;
       }
+      noteEngineStart(latest.started_unix_ms);
       recordThroughput(latest);
       scheduleRender();
     };
     ws.onclose = () => {
       if (socket === ws) retry();
     };
+  }
+
+  // A feed whose engine start time differs from the one seen before: netmix restarted (its
+  // counters and tables began again from zero). Feeds from older engines carry no start time.
+  function noteEngineStart(startedMs) {
+    if (!startedMs) return;
+    if (engineStartedMs && startedMs !== engineStartedMs) {
+      const m = $("#restart-marker");
+      m.textContent = "netmix restarted at " + fmtClock(startedMs) + " — counters and tables start again from zero";
+      m.title = new Date(startedMs).toString();
+      m.dataset.startedUnixMs = String(startedMs);
+      m.hidden = false;
+    }
+    engineStartedMs = startedMs;
   }
 
   function retry() {
@@ -234,6 +250,13 @@
     $("#strategy-description").textContent = o ? o.dataset.description + " — " + o.dataset.source : "";
   }
 
+  // What a card's less obvious numbers count (the header's "failed connections" is another thing).
+  const CARD_HINTS = {
+    "link failures":
+      "connects and probes through this interface that failed on the link's side and count against its health; " +
+      "a timeout counts only when another interface then reached the destination (not the header's failed connections)",
+  };
+
   function makeCard(name) {
     const card = el("article", "iface-card");
     card.dataset.name = name;
@@ -253,13 +276,13 @@
       ["↓ download", "down_bps", "bytes_down"],
       ["↑ upload", "up_bps", "bytes_up"],
       ["capacity", "peak_down_bps"],
-      ["failures", "failures"],
+      ["link failures", "failures"],
       ["ejections", "ejections"],
       ["weight", "weight"],
       ["metered", "metered"],
     ];
     for (const [label, ...fields] of cells) {
-      const d = el("div", fields.length > 1 ? "wide" : "");
+      const d = el("div", fields.length > 1 ? "wide" : CARD_HINTS[label] ? "span2" : "");
       const dd = el("dd");
       fields.forEach((field, k) => {
         if (k) dd.append(el("span", "sep", " · "));
@@ -267,7 +290,9 @@
         v.dataset.field = field;
         dd.append(v);
       });
-      d.append(el("dt", "", label), dd);
+      const dt = el("dt", "", label);
+      if (CARD_HINTS[label]) dt.title = CARD_HINTS[label];
+      d.append(dt, dd);
       stats.append(d);
     }
     const canvas = el("canvas", "latency-chart");
@@ -298,7 +323,9 @@
       setField(card, "addrs", i.addrs.join("  ") || "no address");
       card.querySelector('[data-field="addrs"]').title = i.addrs.join("\n");
       setField(card, "latency_ms", fmtMs(i.latency_ms), i.latency_ms === null ? "" : i.latency_ms);
-      setField(card, "jitter_ms", fmtMs(i.jitter_ms), i.jitter_ms);
+      // No jitter either before the first latency sample.
+      const jitter = i.latency_ms === null ? null : i.jitter_ms;
+      setField(card, "jitter_ms", fmtMs(jitter), jitter === null ? "" : jitter);
       setField(card, "success_rate", fmtPct(i.success_rate), i.success_rate === null ? "" : i.success_rate);
       setField(card, "active", String(i.active), i.active);
       setField(card, "down_bps", fmtBits(i.down_bps), i.down_bps);
@@ -436,40 +463,60 @@
   ]);
   const protocolLabel = (p) => PROTOCOL_LABELS.get(p) || p || "—";
 
+  // The interface column: the one that carried it, or for a failed connection every interface
+  // tried ("—" when none could even try).
+  function interfaceText(c) {
+    if (c.interface) return c.interface;
+    const tried = c.tried || [];
+    return tried.length ? "tried " + tried.join(", ") : "—";
+  }
+
+  // Retries, with the interfaces that failed before the one that carried it.
+  function retriesText(c) {
+    const tried = c.tried || [];
+    return c.interface && tried.length ? c.retries + " (" + tried.join(", ") + ")" : String(c.retries);
+  }
+
   function renderConnections(feed) {
     const filter = $("#connections-filter").value.trim().toLowerCase();
     let rows = feed.connections;
     if (filter) {
       rows = rows.filter((c) =>
-        [c.client, protocolLabel(c.protocol), c.destination, c.interface || "", c.strategy, c.reason, c.state].some((v) => v.toLowerCase().includes(filter)),
+        [c.client, protocolLabel(c.protocol), c.destination, c.interface || "", (c.tried || []).join(" "), c.strategy, c.reason, c.state, c.error || ""].some((v) =>
+          v.toLowerCase().includes(filter),
+        ),
       );
     }
     const shown = rows.slice(0, CONNECTION_ROWS);
     $("#connections-count").textContent =
       "newest " + shown.length + " of " + fmtInt(feed.totals.connections_total) + " · " + fmtInt(feed.totals.connections_open) + " open";
+    const empty = $("#no-connections");
+    empty.hidden = shown.length > 0;
+    const emptyText = feed.connections.length ? "No connection matches the filter." : "No connections yet.";
+    if (empty.textContent !== emptyText) empty.textContent = emptyText;
     const body = $("#connections tbody");
     body.replaceChildren(
       ...shown.map((c) => {
         const tr = el("tr");
         tr.dataset.id = String(c.id);
         tr.dataset.state = c.state;
-        if (c.error) tr.title = c.error;
         const cells = [
           [c.client],
           [protocolLabel(c.protocol), "protocol"],
           [c.destination],
-          [c.interface || "—"],
+          [interfaceText(c), c.interface ? "" : "tried"],
           [c.strategy],
           [c.reason, "reason"],
           [c.state, "state"],
+          [c.error || "", "error"],
           [fmtBytes(c.bytes_up), "num"],
           [fmtBytes(c.bytes_down), "num"],
-          [fmtDuration(c.duration_ms), "num"],
-          [String(c.retries), "num"],
+          [fmtDuration(c.duration_ms), "num duration"],
+          [retriesText(c), "num"],
         ];
         for (const [text, cls] of cells) {
           const td = el("td", cls, text);
-          if (!cls || cls === "reason") td.title = text;
+          if (!cls || cls === "reason" || cls === "tried" || cls === "error") td.title = text;
           tr.append(td);
         }
         return tr;
@@ -482,11 +529,24 @@
     const panel = $("#zerotier");
     panel.hidden = !zt;
     if (!zt) return;
+    panel.dataset.service = zt.service;
+    // Not installed is no error: one line, no empty tables.
+    const absent = zt.service === "not_installed";
+    $("#zerotier-title").hidden = absent;
+    $("#zerotier-details").hidden = absent;
+    const service = $("#zerotier-service");
+    service.classList.toggle("error-text", !absent && zt.service !== "ok" && zt.service !== "starting");
+    if (absent) {
+      service.textContent = "ZeroTier not installed";
+      return;
+    }
     const health = zt.service === "ok"
       ? "v" + zt.version + " · " + (zt.online ? "online" : "OFFLINE") + (zt.tcp_fallback ? " · TCP fallback (slow)" : "")
       : zt.service + (zt.error ? ": " + zt.error : "");
-    $("#zerotier-service").textContent = health;
+    service.textContent = health;
     const cell = (text) => el("td", "", text);
+    $("#no-zerotier-networks").hidden = zt.networks.length > 0;
+    $("#no-zerotier-peers").hidden = zt.peers.length > 0;
     $("#zerotier-networks").replaceChildren(
       ...zt.networks.map((n) => {
         const tr = el("tr");
@@ -509,7 +569,8 @@
 
   function renderEvents(events) {
     const shown = events.slice(0, EVENT_ROWS);
-    $("#events-count").textContent = events.length ? "newest " + shown.length + " of " + events.length : "none yet";
+    $("#events-count").textContent = events.length ? "newest " + shown.length + " of " + events.length : "";
+    $("#no-events").hidden = events.length > 0;
     $("#events").replaceChildren(
       ...shown.map((e) => {
         const li = el("li");

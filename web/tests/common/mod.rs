@@ -196,6 +196,11 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
                 protocol: PROTOCOLS[(id % PROTOCOLS.len() as u64) as usize].to_owned(),
                 destination: format!("host{}.example.com:443", id % 50),
                 interface: (state != "failed").then(|| (*iface).to_owned()),
+                tried: if state == "failed" {
+                    vec!["wan0".to_owned(), "wlan0".to_owned()]
+                } else {
+                    Vec::new()
+                },
                 strategy: "latency".to_owned(),
                 reason: format!("lowest latency ({iface})"),
                 state: state.to_owned(),
@@ -239,6 +244,7 @@ pub fn sample_feed(version: u64, connections: usize) -> Feed {
     Feed {
         version,
         uptime_ms: 3_600_000 + version * 1000,
+        started_unix_ms: 1_764_000_000_000 - 3_600_000,
         totals: Totals {
             connections_total,
             connections_by_protocol,

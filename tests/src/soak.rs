@@ -81,7 +81,11 @@ impl std::fmt::Display for SoakReport {
             } else {
                 "DOES NOT ANSWER"
             },
-        )
+        )?;
+        if self.new_failed > 0 {
+            write!(f, "\n  timeline: {}", self.notes.join("; "))?;
+        }
+        Ok(())
     }
 }
 

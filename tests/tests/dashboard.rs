@@ -181,9 +181,11 @@ impl Drop for Browser {
     }
 }
 
-async fn start_engine(lab: &Lab) -> Engine {
-    let plugins = plugins_dir("browser", &["strategy_round_robin", "strategy_sticky"]);
-    let token_file = write_token_file("browser", TOKEN);
+/// An engine in `lab` for a browser test; `tag` keeps each test's plugin folder and token
+/// file its own (the tests run in parallel).
+async fn start_engine(lab: &Lab, tag: &str) -> Engine {
+    let plugins = plugins_dir(tag, &["strategy_round_robin", "strategy_sticky"]);
+    let token_file = write_token_file(tag, TOKEN);
     let config = format!(
         "strategy = \"round-robin\"\n\n[plugins]\ndir = \"{}\"\n\n[interfaces]\ninclude = [\"wan*\"]\n\n\
          [discovery]\nrescan_interval_ms = 300\n\n[dashboard]\ntoken_file = \"{}\"\n",
@@ -223,7 +225,7 @@ async fn dashboard_page_in_a_real_browser() {
     require_browser_setup();
     let lab = Lab::with_links(3);
     let _servers = lab.start_servers().await;
-    let engine = start_engine(&lab).await;
+    let engine = start_engine(&lab, "browser").await;
     let ns = lab.client_ns().to_owned();
     let socks = engine.socks_addr();
 
@@ -388,7 +390,7 @@ async fn dashboard_page_in_a_real_browser() {
         .expect("started_unix_ms in the feed");
     assert!(old_start > 0);
     drop(engine);
-    let engine = start_engine(&lab).await;
+    let engine = start_engine(&lab, "browser").await;
     let new_start = api(&lab, DASHBOARD, "/api/feed").await["started_unix_ms"]
         .as_u64()
         .unwrap();
@@ -536,7 +538,7 @@ async fn chromium_loads_a_lab_page_through_the_http_proxy_and_through_the_pac_fi
     require_browser_setup();
     let lab = Lab::with_links(3);
     let _servers = lab.start_servers().await;
-    let engine = start_engine(&lab).await;
+    let engine = start_engine(&lab, "browser-proxy").await;
     let url = format!("http://{}/ip", netmix_integration::TARGET);
     let destination = format!("{}:80", netmix_integration::TARGET);
     let mut seen_ids = Vec::new();

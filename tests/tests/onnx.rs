@@ -65,7 +65,7 @@ async fn missing_library_or_model_falls_back_and_keeps_serving() {
                 "library = \"{}\"\nmodel = \"/nonexistent/model.onnx\"",
                 lib.display()
             ),
-            "cannot read model /nonexistent/model.onnx",
+            "model file /nonexistent/model.onnx does not exist",
         ),
     ] {
         let engine = spawn_engine(&lab, &config(&dir, "onnx", &options, ""));

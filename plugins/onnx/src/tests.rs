@@ -129,7 +129,7 @@ fn missing_library_or_model_falls_back_to_latency() {
     ));
     let err = s.wait_ready(Duration::from_secs(30)).unwrap_err();
     assert!(
-        err.starts_with("cannot read model /nonexistent/model.onnx"),
+        err.starts_with("model file /nonexistent/model.onnx does not exist"),
         "{err}"
     );
     let c = pick(&s, &lab_pair(), &ConnMeta::for_host("api.lab", 80)).unwrap();

@@ -276,7 +276,14 @@ async fn without_failover_the_dead_link_costs_clients() {
     // No probes, no failover: the only protection is discovery's rescan.
     let cfg = "strategy = \"round-robin\"\n[failover]\nenabled = false\n\n[interfaces]\ninclude = [\"wan*\"]\n\n[discovery]\nrescan_interval_ms = 5000\n";
     let engine = spawn_engine(&lab, cfg);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // All three joined (else round-robin may never pick the link that goes down).
+    assert_eventually_async!(
+        api(&lab, DASHBOARD, "/api/interfaces")
+            .await
+            .as_array()
+            .is_some_and(|a| a.len() == 3),
+        "three links joined"
+    );
     lab.set_link_down(1);
     let samples = steady_stream(
         &lab,

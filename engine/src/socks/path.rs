@@ -455,6 +455,9 @@ async fn connect_with_failover(
                         // Ask again, with what failed in `tried`.
                         if !conn.pinned {
                             queue = ctx.router.pick(&conn.meta).order;
+                            if queue.is_empty() && attempts.is_empty() {
+                                queue = last_resort(ctx, &launched);
+                            }
                         }
                         if attempts.is_empty()
                             && let Some(candidate) = next(&mut queue, &launched)
@@ -497,6 +500,25 @@ pub(crate) fn attempt_order(
     }
     out.extend(other.into_iter().rev());
     out
+}
+
+/// When every usable interface has failed a connection: the ejected ones whose link is up, as
+/// a last try before the client hears "unreachable". Health lags behind a link's recovery by a
+/// probe or two, so a link that came back a moment ago is still Down; trying it costs one
+/// connect deadline at most and saves the connection when it is back.
+fn last_resort(ctx: &ServeContext, launched: &[u32]) -> Vec<Member> {
+    ctx.router
+        .snapshot()
+        .all
+        .iter()
+        .filter(|m| {
+            !m.state.retired
+                && m.state.link_up
+                && m.state.kind != crate::iface::scan::InterfaceKind::ZeroTier
+                && !launched.contains(&m.state.id)
+        })
+        .cloned()
+        .collect()
 }
 
 /// A connect that worked.

@@ -230,22 +230,31 @@ fn the_ready_line_and_the_dashboard_name_the_fallback_and_why() {
             && ready.contains("the built-in round-robin answers instead"),
         "names the fallback and why: {ready}"
     );
-    // The dashboard says the same words.
+    // The dashboard says the same words (once its feed has its first publication).
     let at = dashboard.expect("the dashboard's address");
-    let mut s = std::net::TcpStream::connect(&at).unwrap();
-    write!(
-        s,
-        "GET /api/strategy HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    // The body's JSON object (whatever the framing).
-    let body = answer
-        .find('{')
-        .zip(answer.rfind('}'))
-        .map_or("", |(a, b)| &answer[a..=b]);
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let ask = || {
+        let mut s = std::net::TcpStream::connect(&at).unwrap();
+        write!(
+            s,
+            "GET /api/strategy HTTP/1.1\r\nHost: {at}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        // The body's JSON object (whatever the framing).
+        let body = answer
+            .find('{')
+            .zip(answer.rfind('}'))
+            .map_or("", |(a, b)| &answer[a..=b]);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        (answer, v)
+    };
+    let (mut answer, mut v) = ask();
+    let asked = std::time::Instant::now();
+    while v["active"] == "" && asked.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        (answer, v) = ask();
+    }
     assert_eq!(v["fallback_active"], true, "{answer}");
     let why = v["last_error"].as_str().unwrap_or_default();
     assert!(

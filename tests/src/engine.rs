@@ -41,6 +41,15 @@ pub fn lab_config(include: &str, extra: &str) -> String {
     )
 }
 
+/// An engine on [`lab_config`] (all `wan*` links, `extra` TOML) that writes its connection log
+/// to a fresh file named by `tag`; the engine and the log's path.
+pub fn spawn_with_connection_log(lab: &Lab, tag: &str, extra: &str) -> (Engine, PathBuf) {
+    let log = std::env::temp_dir().join(format!("netmix-{tag}-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let extra = format!("connection_log = \"{}\"\n{extra}", log.display());
+    (spawn_engine(lab, &lab_config("\"wan*\"", &extra)), log)
+}
+
 /// Where the netmix binary is; panics with "build it first" if it is missing.
 pub fn netmix_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NETMIX_BIN") {

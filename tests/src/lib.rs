@@ -51,7 +51,10 @@ pub mod zerotier_standin;
 use std::time::Duration;
 
 pub use client::{DASHBOARD, Sample, WhoAmI, api, iface_json, spread, steady_stream, whoami};
-pub use engine::{Engine, lab_config, netmix_bin, process_cpu, run_netmix, spawn_engine};
+pub use engine::{
+    Engine, lab_config, netmix_bin, process_cpu, run_netmix, spawn_engine,
+    spawn_with_connection_log,
+};
 pub use lab::{Lab, Link, LinkSpec, TARGET, connect_tokio_in, require_root, set_lab_delay_bin};
 pub use ns::{command_in, in_ns, run_in, sh};
 pub use servers::{

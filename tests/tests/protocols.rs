@@ -77,15 +77,7 @@ async fn every_protocol_on_one_port_uses_every_link() {
     let lab = Lab::with_links(3);
     lab.set_hosts(&[("target.lab", IpAddr::V4(TARGET))]);
     let _servers = lab.start_servers().await;
-    let log = std::env::temp_dir().join(format!("netmix-protocols-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    let engine = spawn_engine(
-        &lab,
-        &lab_config(
-            "\"wan*\"",
-            &format!("connection_log = \"{}\"\n", log.display()),
-        ),
-    );
+    let (engine, log) = netmix_integration::spawn_with_connection_log(&lab, "protocols", "");
     let proxy = engine.socks_addr().to_string();
     let http_proxy = format!("http://{proxy}");
     let by_ip = format!("http://{TARGET}/ip");

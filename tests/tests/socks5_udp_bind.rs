@@ -145,15 +145,7 @@ async fn udp_associate_relays_dns_style_exchanges_out_the_chosen_link() {
     let lab = Lab::with_links(3);
     lab.set_hosts(&[("target.lab", IpAddr::V4(TARGET))]);
     let servers = lab.start_servers().await;
-    let log = std::env::temp_dir().join(format!("netmix-udp-connlog-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&log);
-    let engine = spawn_engine(
-        &lab,
-        &lab_config(
-            "\"wan*\"",
-            &format!("connection_log = \"{}\"\n", log.display()),
-        ),
-    );
+    let (engine, log) = netmix_integration::spawn_with_connection_log(&lab, "udp-connlog", "");
     joined(&engine, 3).await;
 
     let a = associate(&lab, &engine, false).await;

@@ -8,7 +8,28 @@
 //! `198.18.{10+k}.1/24`). The client namespace has no default route in its main table; each
 //! link has table `100+k` with `default via 198.18.{10+k}.1 dev wan{k}` and the rules
 //! `from 198.18.{10+k}.2 lookup 100+k` and `oif wan{k} lookup 100+k`. rp_filter is off
-//! everywhere. The target address `198.19.0.1/32` sits on the internet namespace's `lo`.
+//! everywhere. The target address `198.19.0.1/32` sits on the internet namespace's `lo`, and
+//! so does the DNS server's, [`DNS_SERVER`] `198.19.0.53/32` (see [`crate::dns_server`]).
+//!
+//! **IPv6**, on every link, always: `wan{k}` also has `2001:db8:{10+k}::2/64` and `up{k}`
+//! `2001:db8:{10+k}::1/64` (no DAD, usable at once; kept while a link is down,
+//! `keep_addr_on_down`), with the same policy routing (`ip -6 rule` `from
+//! 2001:db8:{10+k}::2` and `oif wan{k}` → table `100+k`, `default via 2001:db8:{10+k}::1`
+//! there). The v6 target [`TARGET6`] `2001:db8:ffff::1/128` and [`DNS_SERVER6`]
+//! `2001:db8:ffff::53/128` are on the internet namespace's `lo`; it reaches the clients
+//! through its on-link /64s. Faults (down, blackhole, delay) apply to both families.
+//!
+//! One difference between the families is the kernel's, not the lab's: an *unbound* IPv6
+//! socket does get out even without a main-table default route. Linux picks its source
+//! address first (RFC 6724, among all the namespace's addresses; on a tie the first link's,
+//! `wan0`'s, wins) and routes again from that address, which then matches that link's
+//! `from` rule. Unbound IPv4 sockets get `ENETUNREACH`.
+//!
+//! **Main-table default routes** are opt-in ([`Lab::set_main_default_routes`]): then the
+//! client namespace looks like a real multi-homed machine, `default via 198.18.{10+k}.1 dev
+//! wan{k} metric 100·(k+1)` (and the v6 equivalent) for every link, so that unbound sockets
+//! (a resolver following `/etc/resolv.conf`, see [`Lab::set_resolv_conf`]) leave through the
+//! lowest-metric link that still has its route.
 //!
 //! **Delay** (no netem in this kernel): packets *entering the internet namespace* through
 //! `up{k}` (client → internet direction) go to NFQUEUE `k` (`iptables -t raw PREROUTING`),
@@ -23,19 +44,23 @@
 //! [`Lab::connect_from_inet`] and [`Lab::exec_client`] are the shortcuts.
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::dns_server::{DNS_SERVER, DNS_SERVER6};
 use crate::ns::{command_in, host, in_ns, ip_n, netns_path, run_in, sh_words, write_net_sysctl};
 
 /// The address every target server listens on, on the internet namespace's `lo`.
 pub const TARGET: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 1);
+
+/// The target servers' IPv6 address, `2001:db8:ffff::1`, on the internet namespace's `lo`.
+pub const TARGET6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
 
 /// Panics unless the process runs as root (euid 0). Every lab entry point calls it: the lab
 /// never skips silently.
@@ -96,10 +121,33 @@ pub struct Link {
     pub client_addr: Ipv4Addr,
     /// `198.18.{10+k}.1`: the gateway.
     pub peer_addr: Ipv4Addr,
+    /// `2001:db8:{10+k}::2`: the IPv6 source address of connections through this link.
+    pub client_addr6: Ipv6Addr,
+    /// `2001:db8:{10+k}::1`: the IPv6 gateway.
+    pub peer_addr6: Ipv6Addr,
     /// Policy routing table, `100+k`.
     pub table: u32,
     /// What it was built with.
     pub spec: LinkSpec,
+}
+
+impl Link {
+    /// The link's client address of `dst`'s family ([`Link::client_addr`] or
+    /// [`Link::client_addr6`]): the source of a connection to `dst` through this link.
+    pub fn client_addr_for(&self, dst: IpAddr) -> IpAddr {
+        match dst {
+            IpAddr::V4(_) => IpAddr::V4(self.client_addr),
+            IpAddr::V6(_) => IpAddr::V6(self.client_addr6),
+        }
+    }
+
+    /// The link's gateway of `dst`'s family.
+    pub fn peer_addr_for(&self, dst: IpAddr) -> IpAddr {
+        match dst {
+            IpAddr::V4(_) => IpAddr::V4(self.peer_addr),
+            IpAddr::V6(_) => IpAddr::V6(self.peer_addr6),
+        }
+    }
 }
 
 /// A client namespace with N uplinks into an internet namespace; see the module docs.
@@ -110,6 +158,9 @@ pub struct Lab {
     links: Vec<Link>,
     /// `lab-delay` helpers, killed on drop.
     helpers: Mutex<Vec<Child>>,
+    /// Whether [`Lab::set_main_default_routes`] was called (links added or brought up later
+    /// get theirs too).
+    main_defaults: AtomicBool,
 }
 
 static LAB_COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -155,6 +206,7 @@ impl Lab {
             inet: format!("{base}i"),
             links: Vec::new(),
             helpers: Mutex::new(Vec::new()),
+            main_defaults: AtomicBool::new(false),
         };
         // From here on a panic drops `lab`, which cleans up whatever was built.
         for ns in [lab.client.clone(), lab.inet.clone()] {
@@ -167,10 +219,15 @@ impl Lab {
             in_ns(&ns, || {
                 for key in ["all", "default", "lo"] {
                     write_net_sysctl(&format!("ipv4.conf.{key}.rp_filter"), "0");
+                    write_net_sysctl(&format!("ipv6.conf.{key}.disable_ipv6"), "0");
                 }
             });
         }
-        ip_n(&lab.inet, &format!("addr add {TARGET}/32 dev lo"));
+        let i = &lab.inet;
+        ip_n(i, &format!("addr add {TARGET}/32 dev lo"));
+        ip_n(i, &format!("addr add {DNS_SERVER}/32 dev lo"));
+        ip_n(i, &format!("-6 addr add {TARGET6}/128 dev lo nodad"));
+        ip_n(i, &format!("-6 addr add {DNS_SERVER6}/128 dev lo nodad"));
         for spec in specs {
             lab.add_link(*spec);
         }
@@ -193,6 +250,8 @@ impl Lab {
             peer_dev: format!("up{k}"),
             client_addr: Ipv4Addr::new(198, 18, octet, 2),
             peer_addr: Ipv4Addr::new(198, 18, octet, 1),
+            client_addr6: link_addr6(k, 2),
+            peer_addr6: link_addr6(k, 1),
             table: 100 + k as u32,
             spec,
         };
@@ -202,14 +261,26 @@ impl Lab {
             c,
             &format!("link add {dev} type veth peer name {peer} netns {i}"),
         );
-        in_ns(c, || {
-            write_net_sysctl(&format!("ipv4.conf.{dev}.rp_filter"), "0")
-        });
-        in_ns(i, || {
-            write_net_sysctl(&format!("ipv4.conf.{peer}.rp_filter"), "0")
-        });
+        for (ns, d) in [(c, dev), (i, peer)] {
+            in_ns(ns, || {
+                write_net_sysctl(&format!("ipv4.conf.{d}.rp_filter"), "0");
+                write_net_sysctl(&format!("ipv6.conf.{d}.disable_ipv6"), "0");
+                // No DAD (the link-local address is usable at once too), and a link taken
+                // down keeps its v6 address as it keeps its v4 one.
+                write_net_sysctl(&format!("ipv6.conf.{d}.accept_dad"), "0");
+                write_net_sysctl(&format!("ipv6.conf.{d}.keep_addr_on_down"), "1");
+            });
+        }
         ip_n(c, &format!("addr add {}/24 dev {dev}", link.client_addr));
         ip_n(i, &format!("addr add {}/24 dev {peer}", link.peer_addr));
+        ip_n(
+            c,
+            &format!("-6 addr add {}/64 dev {dev} nodad", link.client_addr6),
+        );
+        ip_n(
+            i,
+            &format!("-6 addr add {}/64 dev {peer} nodad", link.peer_addr6),
+        );
         ip_n(i, &format!("link set {peer} up"));
         ip_n(c, &format!("link set {dev} up"));
         let table = link.table;
@@ -218,6 +289,11 @@ impl Lab {
             &format!("rule add from {} lookup {table}", link.client_addr),
         );
         ip_n(c, &format!("rule add oif {dev} lookup {table}"));
+        ip_n(
+            c,
+            &format!("-6 rule add from {} lookup {table}", link.client_addr6),
+        );
+        ip_n(c, &format!("-6 rule add oif {dev} lookup {table}"));
         self.links.push(link);
         self.restore_route(k);
 
@@ -260,14 +336,67 @@ impl Lab {
         self.helpers.lock().expect("helpers lock").push(child);
         let peer = self.links[k].peer_dev.as_str();
         let rule = format!("-t raw -A PREROUTING -i {peer} -j NFQUEUE --queue-num {queue}");
-        sh_words(&self.inet, &format!("iptables -w {rule}"));
+        for tool in ["iptables", "ip6tables"] {
+            sh_words(&self.inet, &format!("{tool} -w {rule}"));
+        }
     }
 
-    /// (Re-)installs the default route of link `k`'s table.
+    /// (Re-)installs the default routes (v4 and v6) of link `k`'s table, and its main-table
+    /// default routes if [`Lab::set_main_default_routes`] was called.
     fn restore_route(&self, k: usize) {
         let l = &self.links[k];
-        let route = format!("via {} dev {} table {} onlink", l.peer_addr, l.dev, l.table);
-        ip_n(&self.client, &format!("route replace default {route}"));
+        let c = &self.client;
+        let (dev, table) = (&l.dev, l.table);
+        ip_n(
+            c,
+            &format!(
+                "route replace default via {} dev {dev} table {table} onlink",
+                l.peer_addr
+            ),
+        );
+        ip_n(
+            c,
+            &format!(
+                "-6 route replace default via {} dev {dev} table {table} onlink",
+                l.peer_addr6
+            ),
+        );
+        if self.main_defaults.load(Ordering::SeqCst) {
+            let metric = Lab::main_metric(k);
+            ip_n(
+                c,
+                &format!(
+                    "route replace default via {} dev {dev} metric {metric} onlink",
+                    l.peer_addr
+                ),
+            );
+            ip_n(
+                c,
+                &format!(
+                    "-6 route replace default via {} dev {dev} metric {metric} onlink",
+                    l.peer_addr6
+                ),
+            );
+        }
+    }
+
+    /// The metric of link `k`'s main-table default routes: `100 * (k + 1)`.
+    pub fn main_metric(k: usize) -> u32 {
+        100 * (k as u32 + 1)
+    }
+
+    /// Makes the client namespace a real multi-homed machine: installs in its main table
+    /// `default via 198.18.{10+k}.1 dev wan{k} metric 100·(k+1)` and `default via
+    /// 2001:db8:{10+k}::1 dev wan{k} metric 100·(k+1)` for every link (link 0: metric 100,
+    /// link 1: 200, …), so that an unbound socket leaves through the lowest-metric link.
+    /// From then on, links added later and links brought up again ([`Lab::set_link_up`]) get
+    /// theirs too. Delete one with e.g. `ip route del default via 198.18.10.1 dev wan0 metric
+    /// 100` (through [`Lab::exec_client`]).
+    pub fn set_main_default_routes(&self) {
+        self.main_defaults.store(true, Ordering::SeqCst);
+        for k in 0..self.links.len() {
+            self.restore_route(k);
+        }
     }
 
     /// Name of the client namespace (where netmix runs).
@@ -297,11 +426,18 @@ impl Lab {
         TARGET
     }
 
-    /// Which link a connection with source address `ip` (as seen by a server) came through.
+    /// The target servers' IPv6 address, 2001:db8:ffff::1.
+    pub fn target6(&self) -> Ipv6Addr {
+        TARGET6
+    }
+
+    /// Which link a connection with source address `ip` (as seen by a server) came through:
+    /// the link's v4 or v6 client address (also as an IPv4-mapped IPv6 address).
     pub fn link_for_source(&self, ip: IpAddr) -> Option<usize> {
+        let ip = ip.to_canonical();
         self.links
             .iter()
-            .position(|l| IpAddr::V4(l.client_addr) == ip)
+            .position(|l| IpAddr::V4(l.client_addr) == ip || IpAddr::V6(l.client_addr6) == ip)
     }
 
     /// Takes link `k` down on the client side (its routes vanish with it).
@@ -310,15 +446,17 @@ impl Lab {
         ip_n(&self.client, &format!("link set {dev} down"));
     }
 
-    /// Brings link `k` back up and restores its table's default route.
+    /// Brings link `k` back up and restores its table's default routes (v4 and v6, and the
+    /// main-table ones if [`Lab::set_main_default_routes`] was called).
     pub fn set_link_up(&self, k: usize) {
         let dev = &self.link(k).dev;
         ip_n(&self.client, &format!("link set {dev} up"));
         self.restore_route(k);
     }
 
-    /// Silently drops every packet on link `k`, in both directions (`on = true`), or stops.
-    /// The link stays up, so connections through it hang rather than fail.
+    /// Silently drops every packet (IPv4 and IPv6) on link `k`, in both directions
+    /// (`on = true`), or stops. The link stays up, so connections through it hang rather
+    /// than fail.
     pub fn blackhole(&self, k: usize, on: bool) {
         let l = self.link(k);
         for (ns, dev) in [(&self.client, &l.dev), (&self.inet, &l.peer_dev)] {
@@ -327,20 +465,40 @@ impl Lab {
             } else {
                 "-D PREROUTING"
             };
-            sh_words(ns, &format!("iptables -w -t raw {op} -i {dev} -j DROP"));
+            for tool in ["iptables", "ip6tables"] {
+                sh_words(ns, &format!("{tool} -w -t raw {op} -i {dev} -j DROP"));
+            }
         }
     }
 
     /// Writes `/etc/netns/<client>/hosts` (with `localhost` entries first), which processes
     /// started through `ip netns exec <client>` (the engine, curl) see as `/etc/hosts`.
     pub fn set_hosts(&self, entries: &[(&str, IpAddr)]) {
-        let dir = Path::new("/etc/netns").join(&self.client);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
         let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
         for (name, ip) in entries {
             text.push_str(&format!("{ip} {name}\n"));
         }
-        let path = dir.join("hosts");
+        self.write_netns_file("hosts", &text);
+    }
+
+    /// Writes `/etc/netns/<client>/resolv.conf`, which processes started through `ip netns
+    /// exec <client>` (the engine, curl, getent) see as `/etc/resolv.conf`: one `nameserver`
+    /// line per address, in order, then `options timeout:2 attempts:1`. (Threads of the test
+    /// process inside the namespace, [`Lab::in_client`], still see the host's file.)
+    pub fn set_resolv_conf(&self, nameservers: &[IpAddr]) {
+        let mut text = String::new();
+        for ns in nameservers {
+            text.push_str(&format!("nameserver {ns}\n"));
+        }
+        text.push_str("options timeout:2 attempts:1\n");
+        self.write_netns_file("resolv.conf", &text);
+    }
+
+    /// Writes `/etc/netns/<client>/<name>`.
+    fn write_netns_file(&self, name: &str, text: &str) {
+        let dir = Path::new("/etc/netns").join(&self.client);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let path = dir.join(name);
         std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     }
 
@@ -365,7 +523,8 @@ impl Lab {
     }
 
     /// A blocking TCP connect from the client namespace to `dst` through link `k`: the
-    /// socket is bound to `wan{k}` (`SO_BINDTODEVICE`) and to the link's source address.
+    /// socket is bound to `wan{k}` (`SO_BINDTODEVICE`) and to the link's source address of
+    /// `dst`'s family (v4 or v6).
     pub fn connect_via(
         &self,
         k: usize,
@@ -373,12 +532,29 @@ impl Lab {
         timeout: Duration,
     ) -> io::Result<TcpStream> {
         let l = self.link(k);
-        let src = SocketAddr::new(IpAddr::V4(l.client_addr), 0);
+        let src = SocketAddr::new(l.client_addr_for(dst.ip()), 0);
         self.in_client(|| connect_std(Some((&l.dev, src)), dst, timeout))
     }
 
-    /// A blocking TCP connect from the client namespace bound to nothing (which must fail:
-    /// the client namespace has no default route).
+    /// A blocking UDP socket in the client namespace for talking to `dst` through link `k`:
+    /// bound to `wan{k}` (`SO_BINDTODEVICE`) and to the link's source address of `dst`'s
+    /// family, any port. Not connected.
+    pub fn udp_via(&self, k: usize, dst: IpAddr) -> UdpSocket {
+        let l = self.link(k);
+        let src = SocketAddr::new(l.client_addr_for(dst), 0);
+        self.in_client(|| {
+            let sock = Socket::new(Domain::for_address(src), Type::DGRAM, Some(Protocol::UDP))?;
+            sock.bind_device(Some(l.dev.as_bytes()))?;
+            sock.bind(&SockAddr::from(src))?;
+            Ok::<UdpSocket, io::Error>(sock.into())
+        })
+        .unwrap_or_else(|e| panic!("UDP socket on {} ({src}): {e}", l.dev))
+    }
+
+    /// A blocking TCP connect from the client namespace bound to nothing. To a v4 address it
+    /// fails unless [`Lab::set_main_default_routes`] was called (by default the client
+    /// namespace has no default route in its main table); to a v6 address it leaves through
+    /// the link whose address the kernel picks as the source (see the module docs).
     pub fn connect_unbound(&self, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         self.in_client(|| connect_std(None, dst, timeout))
     }
@@ -437,6 +613,13 @@ impl Lab {
         std.set_nonblocking(true)?;
         tokio::net::TcpStream::from_std(std)
     }
+}
+
+/// `2001:db8:{10+k}::{host}`: link `k`'s IPv6 addresses (the group is `10+k` written in
+/// decimal digits, read as hex, mirroring the v4 `198.18.{10+k}.x`).
+fn link_addr6(k: usize, host: u16) -> Ipv6Addr {
+    let group = u16::from_str_radix(&(10 + k).to_string(), 16).expect("link index fits");
+    Ipv6Addr::new(0x2001, 0xdb8, group, 0, 0, 0, 0, host)
 }
 
 /// A tokio TCP connection to `addr` made from inside namespace `ns` (the connect itself runs

@@ -8,22 +8,32 @@
 //! ```text
 //!   client namespace (netmix runs here)            internet namespace
 //!   ┌──────────────────────────────┐               ┌───────────────────────────────┐
-//!   │ lo 127.0.0.1  (SOCKS port)   │               │ lo 127.0.0.1, 198.19.0.1/32   │
+//!   │ lo 127.0.0.1  (SOCKS port)   │               │ lo 127.0.0.1, 198.19.0.1/32,  │
+//!   │                              │               │  2001:db8:ffff::1/128,        │
+//!   │                              │               │  DNS 198.19.0.53/32,          │
+//!   │                              │               │      2001:db8:ffff::53/128    │
 //!   │ wan0 198.18.10.2/24 ─────────┼── veth ───────┼─ up0 198.18.10.1/24           │
+//!   │      2001:db8:10::2/64       │               │      2001:db8:10::1/64        │
 //!   │ wan1 198.18.11.2/24 ─────────┼── veth ───────┼─ up1 198.18.11.1/24           │
 //!   │ wanK 198.18.{10+K}.2/24 ─────┼── veth ───────┼─ upK 198.18.{10+K}.1/24       │
-//!   │                              │               │ target servers on 198.19.0.1: │
-//!   │ main table: no default route │               │  80 http, 7 echo, 9 who-am-I, │
-//!   │ table 100+K: default via     │               │  10 silent, 11 refused;       │
-//!   │   198.18.{10+K}.1 dev wanK   │               │  UDP 7 echo, 9 who-am-I       │
-//!   │                              │               └───────────────────────────────┘
-//!   │ rules: from 198.18.{10+K}.2  │
-//!   │   and oif wanK → table 100+K │
+//!   │      2001:db8:{10+K}::2/64   │               │      2001:db8:{10+K}::1/64    │
+//!   │                              │               │ target servers on both        │
+//!   │ main table: no default route │               │  targets: 80 http, 7 echo,    │
+//!   │  (opt-in: one per link,      │               │  9 who-am-I, 10 silent,       │
+//!   │   metric 100·(K+1))          │               │  11 refused; UDP 7 echo,      │
+//!   │ table 100+K: default via     │               │  9 who-am-I; DNS on 53 (opt.) │
+//!   │   198.18.{10+K}.1 dev wanK   │               └───────────────────────────────┘
+//!   │   and 2001:db8:{10+K}::1     │
+//!   │ rules (v4 and v6): from the  │
+//!   │   link's address and oif     │
+//!   │   wanK → table 100+K         │
 //!   └──────────────────────────────┘
 //! ```
 //!
 //! Only a socket bound to a link (by source address or `SO_BINDTODEVICE`) gets out of the
-//! client namespace, exactly what netmix must do. Each link can be rate limited (`tbf` on
+//! client namespace over IPv4, exactly what netmix must do (unbound IPv6 sockets get out
+//! through the link whose address the kernel picks as their source; see [`lab`]), unless a
+//! test installs main-table default routes ([`Lab::set_main_default_routes`]). Each link can be rate limited (`tbf` on
 //! both veth ends), delayed (NFQUEUE + the `lab-delay` helper, since the lab kernel has no
 //! netem), taken down, or black-holed while a test runs.
 //!
@@ -31,6 +41,7 @@
 //! - [`lab`]: namespaces, links and faults;
 //! - [`ns`]: `in_ns` and running commands inside a namespace;
 //! - [`servers`]: the target servers in the internet namespace;
+//! - [`dns_server`]: an authoritative DNS server in the internet namespace that logs queries;
 //! - [`engine`]: starting and stopping the `netmix` binary inside the client namespace;
 //! - [`socks`]: a tiny raw SOCKS5 client for exact protocol assertions;
 //! - [`client`]: who-am-I through netmix, per-link counting;
@@ -39,6 +50,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dns_server;
 pub mod engine;
 pub mod lab;
 pub mod ns;
@@ -51,11 +63,14 @@ pub mod zerotier_standin;
 use std::time::Duration;
 
 pub use client::{DASHBOARD, Sample, WhoAmI, api, iface_json, spread, steady_stream, whoami};
+pub use dns_server::{DEFAULT_DNS_TTL, DNS_PORT, DNS_SERVER, DNS_SERVER6, DnsQuery, DnsServer};
 pub use engine::{
     Engine, lab_config, netmix_bin, process_cpu, run_netmix, spawn_engine,
     spawn_with_connection_log,
 };
-pub use lab::{Lab, Link, LinkSpec, TARGET, connect_tokio_in, require_root, set_lab_delay_bin};
+pub use lab::{
+    Lab, Link, LinkSpec, TARGET, TARGET6, connect_tokio_in, require_root, set_lab_delay_bin,
+};
 pub use ns::{command_in, in_ns, run_in, sh};
 pub use servers::{
     Datagram, ECHO_PORT, HTTP_PORT, REFUSED_PORT, SILENT_PORT, Servers, UDP_ECHO_PORT,

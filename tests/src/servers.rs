@@ -1,8 +1,10 @@
 //! Target servers in the internet namespace.
 //!
 //! [`Lab::start_servers`] binds listeners inside the internet namespace (on `0.0.0.0`, so
-//! they answer on the target address 198.19.0.1 and on every link's peer address; ports are
-//! per namespace, so fixed ports never collide between labs) and serves them from a small
+//! they answer on the target address 198.19.0.1 and on every link's peer address, and on
+//! `[::]` with `IPV6_V6ONLY`, so they answer on [`crate::TARGET6`] 2001:db8:ffff::1 and every
+//! link's v6 peer address too; ports are per namespace, so fixed ports never collide between
+//! labs) and serves them from a small
 //! tokio runtime of their own. Because they do not run on the test's runtime, tests may
 //! block freely (std sockets, `assert_eventually!`) without starving them.
 //!
@@ -14,9 +16,11 @@
 //! | [`SILENT_PORT`] 10 | accepts, reads and discards, never answers |
 //! | [`REFUSED_PORT`] 11 | nothing listens: connections are refused |
 //!
-//! Every accepted connection (any port) is counted per source IP in [`Servers::seen`].
+//! Every accepted connection (any port, either family) is counted per source IP in
+//! [`Servers::seen`].
 //!
-//! UDP, on the target address 198.19.0.1 only (so that answers leave from the address asked):
+//! UDP, on the target addresses 198.19.0.1 and 2001:db8:ffff::1 only (so that answers leave
+//! from the address asked):
 //!
 //! | port | service |
 //! | ---- | ------- |
@@ -28,14 +32,15 @@
 //! [`Servers::datagram_count`].
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::runtime::Runtime;
 
-use crate::lab::Lab;
+use crate::lab::{Lab, TARGET6};
 
 /// HTTP/1.1 server.
 pub const HTTP_PORT: u16 = 80;
@@ -135,6 +140,11 @@ impl Servers {
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.target), port)
     }
+
+    /// `[2001:db8:ffff::1]:port`.
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V6(TARGET6), port)
+    }
 }
 
 impl Drop for Servers {
@@ -155,13 +165,21 @@ impl Lab {
     /// [`Lab::start_servers`] for synchronous tests.
     pub fn start_servers_blocking(&self) -> Servers {
         let ports = [HTTP_PORT, ECHO_PORT, WHOAMI_PORT, SILENT_PORT];
-        let listeners = self.in_inet(|| {
-            ports.map(|port| {
-                let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
-                    .unwrap_or_else(|e| panic!("bind server port {port}: {e}"));
-                l.set_nonblocking(true).expect("nonblocking listener");
-                l
-            })
+        // One v4 and one v6-only listener per port, same handler.
+        let listeners: Vec<(u16, std::net::TcpListener)> = self.in_inet(|| {
+            ports
+                .iter()
+                .flat_map(|&port| {
+                    [
+                        (port, listen_v4(port)),
+                        (
+                            port,
+                            listen_v6_only(Ipv6Addr::UNSPECIFIED, port)
+                                .unwrap_or_else(|e| panic!("bind server port [::]:{port}: {e}")),
+                        ),
+                    ]
+                })
+                .collect()
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -170,7 +188,7 @@ impl Lab {
             .build()
             .expect("server runtime");
         let seen = SeenMap::default();
-        for (port, listener) in ports.into_iter().zip(listeners) {
+        for (port, listener) in listeners {
             let seen = seen.clone();
             runtime.spawn(async move {
                 let listener = TcpListener::from_std(listener).expect("tokio listener");
@@ -179,16 +197,20 @@ impl Lab {
         }
         let udp_ports = [UDP_ECHO_PORT, UDP_WHOAMI_PORT];
         let target = self.target();
-        let sockets = self.in_inet(|| {
-            udp_ports.map(|port| {
-                let s = std::net::UdpSocket::bind((target, port))
-                    .unwrap_or_else(|e| panic!("bind UDP server port {port}: {e}"));
-                s.set_nonblocking(true).expect("nonblocking UDP socket");
-                s
-            })
+        let sockets: Vec<(u16, std::net::UdpSocket)> = self.in_inet(|| {
+            udp_ports
+                .iter()
+                .flat_map(|&port| [IpAddr::V4(target), IpAddr::V6(TARGET6)].map(|ip| (ip, port)))
+                .map(|(ip, port)| {
+                    let s = std::net::UdpSocket::bind((ip, port))
+                        .unwrap_or_else(|e| panic!("bind UDP server {ip} port {port}: {e}"));
+                    s.set_nonblocking(true).expect("nonblocking UDP socket");
+                    (port, s)
+                })
+                .collect()
         });
         let udp = Arc::new(Mutex::new(UdpRecord::default()));
-        for (port, socket) in udp_ports.into_iter().zip(sockets) {
+        for (port, socket) in sockets {
             let udp = udp.clone();
             runtime.spawn(async move {
                 let socket = UdpSocket::from_std(socket).expect("tokio UDP socket");
@@ -202,6 +224,27 @@ impl Lab {
             target,
         }
     }
+}
+
+/// A nonblocking TCP listener on `0.0.0.0:port`, in the calling thread's namespace.
+fn listen_v4(port: u16) -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+        .unwrap_or_else(|e| panic!("bind server port {port}: {e}"));
+    l.set_nonblocking(true).expect("nonblocking listener");
+    l
+}
+
+/// A nonblocking TCP listener on `[ip]:port` with `IPV6_V6ONLY` (so that it coexists with a
+/// v4 listener on the same port), in the calling thread's namespace.
+pub(crate) fn listen_v6_only(ip: Ipv6Addr, port: u16) -> std::io::Result<std::net::TcpListener> {
+    let addr = SocketAddr::new(IpAddr::V6(ip), port);
+    let sock = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_only_v6(true)?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
 }
 
 async fn serve(port: u16, listener: TcpListener, seen: SeenMap) {

@@ -41,6 +41,12 @@ pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 5_000;
 pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 2_000;
 /// The floor of the adaptive per-attempt connect deadline.
 pub const DEFAULT_MIN_CONNECT_TIMEOUT_MS: u64 = 250;
+/// How long a DNS query through one interface goes unanswered before the next is raced.
+pub const DEFAULT_DNS_STAGGER_MS: u64 = 150;
+/// How long one interface's DNS query may take.
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2_000;
+/// Names kept in the DNS answer cache.
+pub const DEFAULT_DNS_CACHE_SIZE: usize = 1_024;
 /// How many interfaces one client connection may try before the client gets an error.
 pub const DEFAULT_MAX_ATTEMPTS: usize = 3;
 
@@ -91,6 +97,9 @@ pub struct Config {
     /// Destinations routed by netmix itself rather than the strategy.
     #[serde(default)]
     pub routing: RoutingConfig,
+    /// How host names are resolved: through the interfaces, or by the system.
+    #[serde(default)]
+    pub dns: DnsConfig,
     /// Write one JSON line per connection here (for training learned strategies). Default: off.
     #[serde(default)]
     pub connection_log: Option<PathBuf>,
@@ -133,6 +142,63 @@ pub struct RoutingConfig {
     /// Networks reached unbound, following the OS's routing table (a VPN's ranges, say).
     #[serde(default)]
     pub direct: Vec<IpNet>,
+}
+
+/// How `[dns]` resolves host names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsMode {
+    /// netmix asks the DNS servers itself, every query sent through an interface (the one the
+    /// strategy picks first, raced by the next after `stagger_ms`).
+    #[default]
+    Netmix,
+    /// The operating system's resolver, out of the default route (netmix before 0.3).
+    System,
+}
+
+/// `[dns]`: name resolution for destinations clients name by host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `netmix` (the default) or `system`.
+    #[serde(default)]
+    pub mode: DnsMode,
+    /// DNS servers for every interface, instead of the system's (resolv.conf, or the per-link
+    /// lists of systemd-resolved/networkd). An `[[interface]] dns` list beats this one.
+    #[serde(default)]
+    pub servers: Vec<IpAddr>,
+    /// How long a query through one interface may go unanswered before the next interface is
+    /// raced against it.
+    #[serde(default = "default_dns_stagger_ms")]
+    pub stagger_ms: u64,
+    /// How long one interface's query may take before it counts as failed.
+    #[serde(default = "default_dns_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Names kept in the answer cache (each for its TTL).
+    #[serde(default = "default_dns_cache_size")]
+    pub cache_size: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            mode: DnsMode::default(),
+            servers: Vec::new(),
+            stagger_ms: default_dns_stagger_ms(),
+            timeout_ms: default_dns_timeout_ms(),
+            cache_size: default_dns_cache_size(),
+        }
+    }
+}
+
+const fn default_dns_stagger_ms() -> u64 {
+    DEFAULT_DNS_STAGGER_MS
+}
+const fn default_dns_timeout_ms() -> u64 {
+    DEFAULT_DNS_TIMEOUT_MS
+}
+const fn default_dns_cache_size() -> usize {
+    DEFAULT_DNS_CACHE_SIZE
 }
 
 /// `[socks.auth]`: the accepted users.
@@ -201,6 +267,9 @@ pub struct InterfaceConfig {
     /// The link costs money per byte (a phone tether); strategies may avoid it.
     #[serde(default)]
     pub metered: bool,
+    /// DNS servers asked through this interface, instead of `[dns] servers` or the system's.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
 }
 
 /// `[timeouts]`.
@@ -641,6 +710,7 @@ impl Default for Config {
             failover: FailoverConfig::default(),
             dashboard: DashboardConfig::default(),
             routing: RoutingConfig::default(),
+            dns: DnsConfig::default(),
             connection_log: None,
             zerotier: ZeroTierConfig::default(),
             shutdown_grace_period_secs: DEFAULT_SHUTDOWN_GRACE_PERIOD_SECS,
@@ -854,6 +924,17 @@ impl Config {
                     "must be between 1 and 1000",
                 ));
             }
+            if let Some((j, server)) = iface
+                .dns
+                .iter()
+                .enumerate()
+                .find(|(_, s)| s.is_unspecified() || s.is_multicast())
+            {
+                return Err(ConfigError::new(
+                    format!("interface[{i}].dns[{j}]"),
+                    format!("{server} is not a DNS server's address"),
+                ));
+            }
         }
         let t = &self.timeouts;
         if t.handshake_ms == 0 {
@@ -913,6 +994,27 @@ impl Config {
                 "zerotier.poll_interval_ms",
                 "must be between 100 and 3600000",
             ));
+        }
+        let d = &self.dns;
+        for (key, value, range) in [
+            ("dns.stagger_ms", d.stagger_ms, 1..=10_000),
+            ("dns.timeout_ms", d.timeout_ms, 10..=60_000),
+            ("dns.cache_size", d.cache_size as u64, 0..=1_000_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                ));
+            }
+        }
+        for (i, server) in d.servers.iter().enumerate() {
+            if server.is_unspecified() || server.is_multicast() {
+                return Err(ConfigError::new(
+                    format!("dns.servers[{i}]"),
+                    format!("{server} is not a DNS server's address"),
+                ));
+            }
         }
         if !(1..=16).contains(&self.failover.max_attempts) {
             return Err(ConfigError::new(

@@ -39,6 +39,7 @@ pub mod batch;
 pub mod check;
 pub mod config;
 pub mod connlog;
+pub mod dns;
 pub mod events;
 pub mod feed;
 #[doc(hidden)]
@@ -120,7 +121,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
-    let prober = HealthProber::new(&config.health, router.clone()).start();
+    let dns = Arc::new(dns::Dns::new(&config));
+    let prober = HealthProber::new(&config.health, router.clone(), dns.clone()).start();
 
     let zerotier_state = zerotier::ZtHandle::default();
     let zerotier_agent = config.zerotier.enabled.then(|| {
@@ -163,6 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let serve = Arc::new(ServeContext::new(
         &config,
         router,
+        dns,
         discovery.clone().recipient(),
         events.clone(),
         feed.as_ref().map(|(_, inbox)| inbox.clone()),

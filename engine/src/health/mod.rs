@@ -2,7 +2,7 @@
 //! pure pieces each interface uses to judge its health ([`state`]) and keep numbers ([`stats`]).
 //!
 //! Probes are TCP connects to the configured `health.probe_targets` from a socket bound to the
-//! interface: the connect time is the latency sample, and a failure counts against the link.
+//! interface (a host name resolved through that interface, see [`crate::dns`]): the connect time is the latency sample, and a failure counts against the link.
 //! With no targets (the default) nothing is sent; passive health — the outcome of every relayed
 //! connection — still feeds the same state machine. The OS's link state arrives through
 //! discovery.
@@ -10,7 +10,7 @@
 pub mod state;
 pub mod stats;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use crate::config::{HealthConfig, split_host_port};
+use crate::dns::Dns;
 use crate::iface::bind::connect_via;
 use crate::iface::{Outcome, Source};
 use crate::router::{Member, Router};
@@ -33,16 +34,18 @@ pub struct HealthProber {
     interval: Duration,
     timeout: Duration,
     router: Arc<Router>,
+    dns: Arc<Dns>,
 }
 
 impl HealthProber {
     /// A prober (not started) for `[health]`. Does nothing when there are no targets.
-    pub fn new(config: &HealthConfig, router: Arc<Router>) -> Self {
+    pub fn new(config: &HealthConfig, router: Arc<Router>, dns: Arc<Dns>) -> Self {
         Self {
             targets: config.probe_targets.clone(),
             interval: Duration::from_millis(config.probe_interval_ms),
             timeout: Duration::from_millis(config.probe_timeout_ms),
             router,
+            dns,
         }
     }
 
@@ -50,36 +53,49 @@ impl HealthProber {
         let targets = self.targets.clone();
         let timeout = self.timeout;
         let snapshot = self.router.snapshot();
+        let dns = self.dns.clone();
         let fut = async move {
             for target in &targets {
-                let Some(addrs) = resolve(target).await else {
-                    tracing::debug!(target, "Probe target does not resolve.");
+                let Some((host, port)) = split_host_port(target) else {
                     continue;
                 };
                 for member in snapshot.all.iter().filter(|m| m.state.is_present()) {
-                    let Some(&dest) = addrs.iter().find(|a| member.state.source_for(a).is_some())
-                    else {
-                        continue;
-                    };
-                    tokio::spawn(probe(member.clone(), dest, timeout));
+                    let member = member.clone();
+                    let (dns, host) = (dns.clone(), host.to_owned());
+                    tokio::spawn(async move {
+                        // A name resolves through the interface probed (its DNS path is part
+                        // of what the probe measures); the answer is cached for the others.
+                        let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+                            Ok(ip) => vec![SocketAddr::new(ip, port)],
+                            Err(_) => match dns
+                                .resolve(&host, std::slice::from_ref(&member), &[], timeout)
+                                .await
+                            {
+                                Ok(answer) => answer
+                                    .addrs
+                                    .iter()
+                                    .map(|ip| SocketAddr::new(*ip, port))
+                                    .collect(),
+                                Err(failure) => {
+                                    tracing::debug!(iface = %member.state.name, target = %host, "Probe target does not resolve: {failure}.");
+                                    if matches!(failure, crate::dns::Failure::Unanswered(_)) {
+                                        member.handles.failed(Source::Probe, Outcome::Failed);
+                                    }
+                                    return;
+                                }
+                            },
+                        };
+                        if let Some(&dest) =
+                            addrs.iter().find(|a| member.state.source_for(a).is_some())
+                        {
+                            probe(member, dest, timeout).await;
+                        }
+                    });
                 }
             }
         };
         ctx.spawn(fut.into_actor(self));
     }
-}
-
-async fn resolve(target: &str) -> Option<Vec<SocketAddr>> {
-    let (host, port) = split_host_port(target)?;
-    let found = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    let addrs: Vec<_> = found.collect();
-    (!addrs.is_empty()).then_some(addrs)
 }
 
 /// One TCP-connect probe through `iface`; the result goes to the interface's actor.

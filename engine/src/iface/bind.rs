@@ -178,12 +178,27 @@ pub fn bound_udp_socket(
     iface: &InterfaceState,
     dest: SocketAddr,
 ) -> Result<tokio::net::UdpSocket, ConnectError> {
+    bound_udp_socket_on(iface, dest, 0)
+}
+
+/// [`bound_udp_socket`] on local port `port` (0: any), e.g. a DNS query's random port.
+///
+/// # Errors
+/// As [`bound_udp_socket`].
+///
+/// # Panics
+/// Outside a tokio runtime (the socket registers with its reactor).
+pub fn bound_udp_socket_on(
+    iface: &InterfaceState,
+    dest: SocketAddr,
+    port: u16,
+) -> Result<tokio::net::UdpSocket, ConnectError> {
     let (socket, source) = interface_socket(iface, dest, Type::DGRAM, Protocol::UDP)?;
     if source.is_ipv6() {
         // One family per socket: an IPv4-mapped destination must not slip out another way.
         socket.set_only_v6(true)?;
     }
-    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.bind(&SocketAddr::new(source, port).into())?;
     Ok(tokio::net::UdpSocket::from_std(socket.into())?)
 }
 

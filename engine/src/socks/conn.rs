@@ -20,6 +20,7 @@ use super::{bind, http, path, socks4, udp};
 use crate::batch::Batched;
 use crate::config::{Config, UserConfig};
 use crate::connlog::ConnLog;
+use crate::dns::Dns;
 use crate::events::Events;
 use crate::feed::ConnEvent;
 use crate::iface::Rescan;
@@ -48,6 +49,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub struct ServeContext {
     /// Picks interfaces.
     pub router: Arc<Router>,
+    /// Resolves host names (`[dns]`).
+    pub dns: Arc<Dns>,
     /// `Some` when authentication is required.
     pub users: Option<Users>,
     /// Destinations clients may not reach.
@@ -122,6 +125,7 @@ impl ServeContext {
     pub fn new(
         config: &Config,
         router: Arc<Router>,
+        dns: Arc<Dns>,
         rescan: Recipient<Rescan>,
         events: Events,
         feed: Option<Batched<ConnEvent>>,
@@ -129,6 +133,7 @@ impl ServeContext {
     ) -> Self {
         Self {
             router,
+            dns,
             users: config.socks.auth.as_ref().map(|a| Users(a.users.clone())),
             deny: config.socks.deny.clone(),
             direct: config.routing.direct.clone(),

@@ -19,7 +19,9 @@ use tokio::time::{Instant, timeout};
 use super::conn::ServeContext;
 use super::handshake::{Reply, TargetAddr};
 use super::relay::{Totals, relay};
-use super::session::{LocalRoute, Session, Via};
+use super::session::{Decided, LocalRoute, Route, Session, Via, meta_for};
+use crate::config::DnsMode;
+use crate::dns::AnswerSource;
 use crate::iface::bind::{ConnectError, connect_any};
 use crate::iface::{Outcome, Rescan, Source};
 use crate::router::Member;
@@ -155,25 +157,133 @@ impl Opened {
     }
 }
 
+/// A target resolved and allowed: the host name (when there was one), the addresses, and
+/// the strategy's decision when it had to be made before the name was resolved.
+struct Resolved {
+    host: Option<String>,
+    addrs: Vec<SocketAddr>,
+    decided: Option<Decided>,
+}
+
 /// Resolves `target` and checks every address against what clients may not reach
-/// ([`refusal`]); the host name (when there was one) and the addresses.
+/// ([`refusal`]). A name `/etc/hosts` and the cache cannot answer is asked of DNS through the
+/// interfaces the strategy picks for it (a decision the connection then keeps), the one whose
+/// server answered first.
 async fn resolve_allowed(
     ctx: &ServeContext,
     peer: SocketAddr,
     target: &TargetAddr,
-) -> Result<(Option<String>, Vec<SocketAddr>), Reply> {
-    let (host, addrs) = match resolve(target, ctx.connect_timeout).await {
-        Ok(found) => found,
-        Err(reason) => {
-            tracing::debug!(%peer, %target, reason, "Cannot resolve.");
-            return Err(Reply::HostUnreachable);
+    protocol: api::ClientProtocol,
+    transport: api::Transport,
+) -> Result<Resolved, Reply> {
+    let (host, addrs, decided) = match target {
+        TargetAddr::Ip(addr) => (None, vec![*addr], None),
+        TargetAddr::Domain(host, port) => {
+            let port = *port;
+            let with_port = |ips: &[IpAddr]| -> Vec<SocketAddr> {
+                ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+            };
+            let local = (ctx.dns.mode() == DnsMode::Netmix)
+                .then(|| ctx.dns.local_answer(host))
+                .flatten();
+            if let Some(answer) = local {
+                (Some(host.clone()), with_port(&answer.addrs), None)
+            } else if ctx.dns.mode() == DnsMode::System {
+                match ctx.dns.resolve(host, &[], &[], ctx.connect_timeout).await {
+                    Ok(answer) => (Some(host.clone()), with_port(&answer.addrs), None),
+                    Err(failure) => {
+                        tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
+                        return Err(Reply::HostUnreachable);
+                    }
+                }
+            } else {
+                // The strategy picks for the name; its first interface asks DNS first.
+                let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+                let meta = meta_for(
+                    id,
+                    peer,
+                    port,
+                    Some(host.clone()),
+                    None,
+                    protocol,
+                    transport,
+                );
+                let mut decision = ctx.router.pick(&meta);
+                let present = present_members(ctx);
+                match ctx
+                    .dns
+                    .resolve(host, &decision.order, &present, ctx.connect_timeout)
+                    .await
+                {
+                    Ok(answer) => {
+                        if let AnswerSource::Interface(by) = &answer.source {
+                            prefer_answering(&mut decision, by);
+                        }
+                        (
+                            Some(host.clone()),
+                            with_port(&answer.addrs),
+                            Some(Decided { id, decision }),
+                        )
+                    }
+                    Err(failure) => {
+                        tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
+                        return Err(Reply::HostUnreachable);
+                    }
+                }
+            }
         }
     };
     if let Some(refusal) = refusal(ctx, &addrs) {
         tracing::info!(%peer, %target, "{refusal}");
         return Err(Reply::NotAllowed);
     }
-    Ok((host, addrs))
+    Ok(Resolved {
+        host,
+        addrs,
+        decided,
+    })
+}
+
+/// The answer came through `by`: the connection goes there first (the server there answered
+/// for that network, and the interfaces before it did not answer in time), and the reason
+/// says so when that is not the strategy's first choice.
+fn prefer_answering(decision: &mut crate::router::Decision, by: &Member) {
+    let Some(at) = decision
+        .order
+        .iter()
+        .position(|m| m.state.id == by.state.id)
+    else {
+        return;
+    };
+    if at > 0 {
+        let skipped = decision.order[0].state.name.clone();
+        let member = decision.order.remove(at);
+        decision.order.insert(0, member);
+        decision.reason = format!(
+            "{}; DNS answered through {} first ({skipped} did not)",
+            decision.reason, by.state.name
+        );
+    }
+}
+
+/// Every interface that could carry a connection (the DNS fallback when the strategy has no
+/// usable one).
+fn present_members(ctx: &ServeContext) -> Vec<Member> {
+    ctx.router
+        .snapshot()
+        .all
+        .iter()
+        .filter(|m| {
+            m.state.is_present() && m.state.kind != crate::iface::scan::InterfaceKind::ZeroTier
+        })
+        .cloned()
+        .collect()
+}
+
+/// How the strategy is consulted for a resolved target: asked now, or the decision made
+/// for its name before resolving.
+fn route_for(decided: Option<Decided>) -> Route {
+    decided.map_or(Route::Ask, |d| Route::Decided(Box::new(d)))
 }
 
 /// The decision for a connection netmix does not connect itself (a UDP association's first
@@ -186,8 +296,21 @@ pub(crate) async fn decide(
     protocol: api::ClientProtocol,
     transport: api::Transport,
 ) -> Result<(Session, Vec<SocketAddr>), Reply> {
-    let (host, addrs) = resolve_allowed(ctx, peer, target).await?;
-    let session = Session::new(ctx, peer, target, host, &addrs, protocol, transport, None);
+    let Resolved {
+        host,
+        addrs,
+        decided,
+    } = resolve_allowed(ctx, peer, target, protocol, transport).await?;
+    let session = Session::new(
+        ctx,
+        peer,
+        target,
+        host,
+        &addrs,
+        protocol,
+        transport,
+        route_for(decided),
+    );
     Ok((session, addrs))
 }
 
@@ -259,18 +382,22 @@ pub(crate) async fn open(
     target: &TargetAddr,
     protocol: api::ClientProtocol,
 ) -> Result<Opened, Reply> {
-    let (host, addrs) = resolve_allowed(ctx, peer, target).await?;
-    let (local, unbound) = match local_route(ctx, &addrs) {
-        None => (None, None),
+    let Resolved {
+        host,
+        addrs,
+        decided,
+    } = resolve_allowed(ctx, peer, target, protocol, api::Transport::Tcp).await?;
+    let (route, unbound) = match local_route(ctx, &addrs) {
+        None => (route_for(decided), None),
         Some(Local::Unbound(name, reason)) => (
-            Some(LocalRoute {
+            Route::Local(LocalRoute {
                 reason,
                 order: Vec::new(),
             }),
             Some(name),
         ),
         Some(Local::OnLink(member, reason)) => (
-            Some(LocalRoute {
+            Route::Local(LocalRoute {
                 reason,
                 order: vec![member],
             }),
@@ -285,7 +412,7 @@ pub(crate) async fn open(
         &addrs,
         protocol,
         api::Transport::Tcp,
-        local,
+        route,
     );
     let connected = match unbound {
         Some(name) => {
@@ -595,26 +722,28 @@ pub(crate) fn is_denied(deny: &[IpNet], ip: IpAddr) -> bool {
         .any(|n| n.contains(&canonical) || n.contains(&effective))
 }
 
-/// Resolves the target once. A name resolves through the system resolver (hosts file, DNS).
+/// Resolves `target` through `through` (an interface already carrying the client's traffic,
+/// e.g. a UDP association's; empty: any present one), by `[dns]`: hosts file, cache, DNS.
 pub(crate) async fn resolve(
+    ctx: &ServeContext,
     target: &TargetAddr,
-    deadline: Duration,
-) -> Result<(Option<String>, Vec<SocketAddr>), &'static str> {
+    through: &[Member],
+) -> Result<(Option<String>, Vec<SocketAddr>), String> {
     match target {
         TargetAddr::Ip(addr) => Ok((None, vec![*addr])),
         TargetAddr::Domain(host, port) => {
-            match timeout(deadline, tokio::net::lookup_host((host.as_str(), *port))).await {
-                Err(_) => Err("resolver timed out"),
-                Ok(Err(_)) => Err("name not found"),
-                Ok(Ok(found)) => {
-                    let addrs: Vec<_> = found.collect();
-                    if addrs.is_empty() {
-                        Err("no address")
-                    } else {
-                        Ok((Some(host.clone()), addrs))
-                    }
-                }
-            }
+            let present = present_members(ctx);
+            let answer = ctx
+                .dns
+                .resolve(host, through, &present, ctx.connect_timeout)
+                .await
+                .map_err(|f| f.to_string())?;
+            let addrs = answer
+                .addrs
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, *port))
+                .collect();
+            Ok((Some(host.clone()), addrs))
         }
     }
 }

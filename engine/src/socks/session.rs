@@ -19,6 +19,45 @@ use crate::feed::ConnEvent;
 use crate::iface::bind::ConnectError;
 use crate::router::{ActiveStrategy, Member};
 
+/// What decides where a connection goes.
+pub(crate) enum Route {
+    /// The strategy, asked with the resolved address.
+    Ask,
+    /// netmix's own rule (loopback, on-link, `routing.direct`).
+    Local(LocalRoute),
+    /// The strategy, asked already (with the host name, before resolving it).
+    Decided(Box<Decided>),
+}
+
+/// A decision made before the name was resolved, for the connection `id`.
+pub(crate) struct Decided {
+    pub(crate) id: u64,
+    pub(crate) decision: crate::router::Decision,
+}
+
+/// What strategies are told about connection `id`.
+pub(crate) fn meta_for(
+    id: u64,
+    peer: SocketAddr,
+    port: u16,
+    host: Option<String>,
+    addr: Option<&SocketAddr>,
+    protocol: api::ClientProtocol,
+    transport: api::Transport,
+) -> api::ConnMeta {
+    let mut meta = match addr {
+        Some(a) => api::ConnMeta::for_addr(a.ip(), port),
+        None => api::ConnMeta::for_host("", port),
+    };
+    meta.id = id;
+    meta.host = host.map_or(RNone, |h| RSome(RString::from(h)));
+    meta.client = peer.ip().into();
+    meta.client_port = peer.port();
+    meta.protocol = protocol;
+    meta.transport = transport;
+    meta
+}
+
 /// One connection's record, from decision to close: every sink (dashboard feed, connection
 /// log, the deciding strategy, the event log) reads it, so each learns the same facts.
 pub(crate) struct Session {
@@ -49,8 +88,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Builds the connection's facts and asks the router (the pick phase), unless `local`
-    /// already says where the destination lives.
+    /// Builds the connection's facts and asks the router (the pick phase), unless `route`
+    /// already says where the destination lives or a decision was made (before resolving the
+    /// name it was made for).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         ctx: &ServeContext,
@@ -60,27 +100,33 @@ impl Session {
         addrs: &[SocketAddr],
         protocol: api::ClientProtocol,
         transport: api::Transport,
-        local: Option<LocalRoute>,
+        route: Route,
     ) -> Self {
-        let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut meta = match addrs.first() {
-            Some(a) => api::ConnMeta::for_addr(a.ip(), target.port()),
-            None => api::ConnMeta::for_host("", target.port()),
+        let id = match &route {
+            Route::Decided(d) => d.id,
+            _ => ctx.next_id.fetch_add(1, Ordering::Relaxed),
         };
-        meta.id = id;
-        meta.host = host.map_or(RNone, |h| RSome(RString::from(h)));
-        meta.client = peer.ip().into();
-        meta.client_port = peer.port();
-        meta.protocol = protocol;
-        meta.transport = transport;
+        let meta = meta_for(
+            id,
+            peer,
+            target.port(),
+            host,
+            addrs.first(),
+            protocol,
+            transport,
+        );
         let label = match (protocol, transport) {
             (api::ClientProtocol::Socks5, api::Transport::Udp) => "socks5-udp",
             _ => protocol.known_name().unwrap_or("other"),
         };
-        let pinned = local.is_some();
-        let (strategy, reason, decided_by, order) = match local {
-            Some(route) => (LOCAL_STRATEGY.to_owned(), route.reason, None, route.order),
-            None => {
+        let pinned = matches!(route, Route::Local(_));
+        let (strategy, reason, decided_by, order) = match route {
+            Route::Local(route) => (LOCAL_STRATEGY.to_owned(), route.reason, None, route.order),
+            Route::Decided(d) => {
+                let d = d.decision;
+                (d.strategy, d.reason, Some(d.decided_by), d.order)
+            }
+            Route::Ask => {
                 let d = ctx.router.pick(&meta);
                 (d.strategy, d.reason, Some(d.decided_by), d.order)
             }

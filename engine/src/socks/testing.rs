@@ -57,6 +57,14 @@ pub(crate) fn loopback_context(config: &Config) -> (Arc<ServeContext>, Member) {
         &ZeroTierFacts::new(),
     ));
     let rescan = Rescans(Arc::default()).start().recipient();
-    let ctx = ServeContext::new(config, router, rescan, Events::new(), None, None);
+    let ctx = ServeContext::new(
+        config,
+        router,
+        Arc::new(crate::dns::Dns::new(config)),
+        rescan,
+        Events::new(),
+        None,
+        None,
+    );
     (Arc::new(ctx), member)
 }

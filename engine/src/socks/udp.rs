@@ -32,7 +32,7 @@ use super::conn::ServeContext;
 use super::handshake::{self, MAX_UDP_IP_HEADER, Reply, TargetAddr};
 use super::path::{self, Held};
 use super::relay::Totals;
-use super::session::{Session, Via};
+use super::session::{Route, Session, Via};
 use crate::iface::bind::{ConnectError, bound_udp_socket};
 use crate::iface::{Outcome, Rescan, Source};
 
@@ -373,7 +373,16 @@ impl Association<'_> {
     async fn destination(&self, target: &TargetAddr) -> Option<(Option<String>, SocketAddr)> {
         let (host, dest) = match target {
             TargetAddr::Ip(addr) => (None, *addr),
-            TargetAddr::Domain(..) => match path::resolve(target, self.ctx.connect_timeout).await {
+            TargetAddr::Domain(..) => match path::resolve(
+                self.ctx,
+                target,
+                self.pinned
+                    .as_ref()
+                    .map(|p| std::slice::from_ref(&p.record.member))
+                    .unwrap_or_default(),
+            )
+            .await
+            {
                 Ok((host, addrs)) => {
                     if let Some(denied) = addrs
                         .iter()
@@ -392,7 +401,7 @@ impl Association<'_> {
                     (host, *dest)
                 }
                 Err(reason) => {
-                    tracing::debug!(peer = %self.peer, %target, reason, "Cannot resolve a UDP destination; dropped.");
+                    tracing::debug!(peer = %self.peer, %target, %reason, "Cannot resolve a UDP destination; dropped.");
                     return None;
                 }
             },
@@ -428,7 +437,7 @@ impl Association<'_> {
             &[dest],
             api::ClientProtocol::Socks5,
             api::Transport::Udp,
-            None,
+            Route::Ask,
         );
         let order = std::mem::take(&mut session.order);
         let mut last_error = None;

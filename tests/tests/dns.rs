@@ -328,3 +328,49 @@ async fn ipv6_literals_and_dual_stack_names_work_on_every_link() {
         .count();
     assert!(aaaa >= 1, "dual.lab's AAAA record was asked for");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_by_name_resolve_through_the_link_they_probe() {
+    let (lab, _servers, dns) = multihomed(&[("probe.lab", IpAddr::V4(TARGET))]).await;
+    // wan0 carries the main table's best default route and is dead from the start: the system
+    // resolver (through the default route) could not resolve the probe target at all.
+    lab.blackhole(0, true);
+    let engine = spawn_engine(
+        &lab,
+        &lab_config(
+            "\"wan*\"",
+            "[health]\nprobe_targets = [\"probe.lab:7\"]\nprobe_interval_ms = 300\nprobe_timeout_ms = 250\nfailures_to_down = 2\n",
+        ),
+    );
+    let mut measured = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let (Some(w0), Some(w1), Some(w2)) = (
+            iface_json(&lab, "wan0").await,
+            iface_json(&lab, "wan1").await,
+            iface_json(&lab, "wan2").await,
+        ) && !w1["latency_ms"].is_null()
+            && !w2["latency_ms"].is_null()
+            && w0["health"] == "down"
+        {
+            measured = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        measured,
+        "the live links were measured by probes of probe.lab and the dead one went Down\n{}",
+        engine.logs()
+    );
+    let links: Vec<usize> = dns
+        .queries()
+        .iter()
+        .filter(|q| q.name.starts_with("probe.lab"))
+        .filter_map(|q| lab.link_for_source(q.source.ip()))
+        .collect();
+    assert!(
+        !links.is_empty() && links.iter().all(|&l| l != 0),
+        "probe.lab was asked through the live links only (the dead one's queries never arrive): {links:?}"
+    );
+}

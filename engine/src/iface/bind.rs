@@ -11,6 +11,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+#[cfg(any(target_os = "linux", target_os = "android"))]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -18,6 +19,8 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::InterfaceState;
 
+/// SO_BINDTODEVICE was refused once (no CAP_NET_RAW): said once, then binds by address only.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 static BIND_DEVICE_DENIED: AtomicBool = AtomicBool::new(false);
 
 /// Why an outbound connect through an interface failed, and whose fault it was.
@@ -296,7 +299,6 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceState, _dest: SocketAddr)
     target_os = "watchos"
 ))]
 fn bind_to_interface(socket: &Socket, iface: &InterfaceState, dest: SocketAddr) -> io::Result<()> {
-    let _ = &BIND_DEVICE_DENIED;
     let index = std::num::NonZeroU32::new(iface.index);
     if dest.is_ipv4() {
         socket.bind_device_by_index_v4(index)
@@ -312,7 +314,6 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceState, dest: SocketAddr) 
     use windows_sys::Win32::Networking::WinSock::{
         IP_UNICAST_IF, IPPROTO_IP, IPPROTO_IPV6, IPV6_UNICAST_IF, SOCKET, setsockopt,
     };
-    let _ = &BIND_DEVICE_DENIED;
     // IP_UNICAST_IF takes the index in network byte order; IPV6_UNICAST_IF in host order.
     let (level, name, value) = if dest.is_ipv4() {
         (IPPROTO_IP, IP_UNICAST_IF, iface.index.to_be())
@@ -348,6 +349,5 @@ fn bind_to_interface(socket: &Socket, iface: &InterfaceState, dest: SocketAddr) 
 )))]
 fn bind_to_interface(_: &Socket, _: &InterfaceState, _: SocketAddr) -> io::Result<()> {
     // Elsewhere the source address bind alone selects the link.
-    let _ = &BIND_DEVICE_DENIED;
     Ok(())
 }

@@ -20,6 +20,7 @@ use super::conn::{ServeContext, serve};
 /// File descriptors kept for everything but relayed connections, at most an eighth of the
 /// limit: the dashboard's capped connections and live feeds (so it can never starve the proxy),
 /// probes, the ZeroTier client, logs, plugin files; on Linux the relay's splice pipes, two each.
+#[cfg_attr(not(unix), allow(dead_code))]
 const FD_RESERVE: usize = 64
     + netmix_web::MAX_CONNECTIONS
     + netmix_web::MAX_LIVE_FEEDS
@@ -32,10 +33,13 @@ const FD_RESERVE: usize = 64
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const SPLICE_PIPES: usize = super::splice::MAX_PIPES;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg_attr(not(unix), allow(dead_code))]
 const SPLICE_PIPES: usize = 0;
 
 /// How many relayed connections an open-files limit leaves room for: two sockets each (the
-/// client's and the outbound one) after a reserve for everything else.
+/// client's and the outbound one) after a reserve for everything else. (Windows has no such
+/// limit.)
+#[cfg_attr(not(unix), allow(dead_code))]
 pub fn connections_for_fd_limit(limit: u64) -> usize {
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     let reserve = FD_RESERVE.min(limit / 8);

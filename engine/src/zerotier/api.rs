@@ -332,6 +332,7 @@ mod port_owner {
 
     /// The uids of LISTEN sockets on `port` bound to a loopback or wildcard address, from the
     /// text of `/proc/net/tcp{,6}` (addresses in hex, as the kernel stores them).
+    #[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
     pub fn listeners(table: &str, port: u16) -> Vec<u32> {
         const LISTEN: &str = "0A";
         table

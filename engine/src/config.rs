@@ -367,7 +367,7 @@ pub struct DashboardConfig {
 impl DashboardConfig {
     /// The token file: configured, or `netmix/dashboard-token` under the user's state
     /// directory (`$XDG_STATE_HOME`, else `$HOME/.local/state`, else the home directory the
-    /// user database names for the user netmix runs as). Never a shared temporary folder:
+    /// user database names for the user netmix runs as; on Windows `%LOCALAPPDATA%`). Never a shared temporary folder:
     /// another user could plant the file there first.
     ///
     /// # Errors
@@ -376,12 +376,17 @@ impl DashboardConfig {
         if let Some(p) = &self.token_file {
             return Ok(p.clone());
         }
+        #[cfg(windows)]
+        let state = std::env::var_os("LOCALAPPDATA")
+            .map(PathBuf::from)
+            .filter(|p| !p.as_os_str().is_empty());
+        #[cfg(not(windows))]
         let state = state_dir(
             std::env::var_os("XDG_STATE_HOME").map(PathBuf::from),
             std::env::var_os("HOME").map(PathBuf::from),
             account_home,
-        )
-        .ok_or_else(|| {
+        );
+        let state = state.ok_or_else(|| {
             "no state folder for the dashboard token (neither XDG_STATE_HOME nor HOME is set \
              and the user database names no home); set dashboard.token_file"
                 .to_owned()
@@ -392,6 +397,7 @@ impl DashboardConfig {
 
 /// The user's state folder: `xdg`, else `home/.local/state`, else `account_home()`'s
 /// `.local/state`. Empty values count as unset (XDG's rule).
+#[cfg_attr(windows, allow(dead_code))]
 fn state_dir(
     xdg: Option<PathBuf>,
     home: Option<PathBuf>,
@@ -450,10 +456,12 @@ fn account_home() -> Option<PathBuf> {
         .map(|u| u.dir)
 }
 
-/// Windows has `%LOCALAPPDATA%` (see the Windows issue); nothing else here.
+/// Windows: the user's profile folder (`%USERPROFILE%`), for `~/` in paths.
 #[cfg(not(unix))]
 fn account_home() -> Option<PathBuf> {
-    None
+    std::env::var_os("USERPROFILE")
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty())
 }
 
 impl Default for DashboardConfig {
@@ -1126,13 +1134,28 @@ impl InterfaceFilter {
 
     /// `Ok(())` when the interface may be used, otherwise why not.
     pub fn check(&self, name: &str, is_loopback: bool) -> Result<(), Exclusion> {
+        self.check_names(&[name], is_loopback)
+    }
+
+    /// [`check`](Self::check) for an interface known by several names (Windows: the
+    /// adapter's friendly name such as `Wi-Fi`, and its internal `{GUID}` name): excluded when
+    /// any name matches an exclude pattern, included when any matches an include pattern.
+    pub fn check_names(&self, names: &[&str], is_loopback: bool) -> Result<(), Exclusion> {
         if is_loopback {
             return Err(Exclusion::Loopback);
         }
-        if let Some((p, _)) = self.exclude.iter().find(|(_, m)| m.is_match(name)) {
+        if let Some((p, _)) = self
+            .exclude
+            .iter()
+            .find(|(_, m)| names.iter().any(|n| m.is_match(n)))
+        {
             return Err(Exclusion::Excluded(p.clone()));
         }
-        if !self.include.iter().any(|(_, m)| m.is_match(name)) {
+        if !self
+            .include
+            .iter()
+            .any(|(_, m)| names.iter().any(|n| m.is_match(n)))
+        {
             return Err(Exclusion::NotIncluded);
         }
         Ok(())
@@ -1270,6 +1293,28 @@ mod tests {
         ] {
             assert_eq!(Config::from_toml(text).unwrap_err().key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn an_interface_known_by_two_names_matches_by_either() {
+        let c = Config::from_toml(
+            "[interfaces]\ninclude = [\"Wi-Fi\", \"[{]4D36E972*\"]\nexclude = [\"[{]BAD*\"]\n",
+        )
+        .unwrap();
+        let f = InterfaceFilter::new(&c);
+        assert_eq!(f.check_names(&["Wi-Fi", "{1111-2222}"], false), Ok(()));
+        assert_eq!(
+            f.check_names(&["Ethernet", "{4D36E972-E325}"], false),
+            Ok(())
+        );
+        assert_eq!(
+            f.check_names(&["Ethernet 3", "{0000}"], false),
+            Err(Exclusion::NotIncluded)
+        );
+        assert_eq!(
+            f.check_names(&["Wi-Fi", "{BAD0-0000}"], false),
+            Err(Exclusion::Excluded("[{]BAD*".into()))
+        );
     }
 
     #[test]

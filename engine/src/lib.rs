@@ -50,6 +50,7 @@ pub mod health;
 pub mod iface;
 pub mod manager;
 pub mod router;
+pub mod service;
 pub mod shutdown;
 pub mod socks;
 pub mod telemetry;
@@ -240,9 +241,14 @@ async fn start_dashboard(
     })?;
     if created {
         // Printed once, on the terminal only, never logged again.
+        let private = if cfg!(windows) {
+            "readable by you: it has your profile folder's permissions"
+        } else {
+            "mode 0600"
+        };
         eprintln!(
             "netmix: dashboard token (needed to switch strategy from the page): {secret}\n\
-             netmix: stored in {} (mode 0600)",
+             netmix: stored in {} ({private})",
             token_path.display()
         );
     }

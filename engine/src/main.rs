@@ -52,6 +52,96 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Windows: install, remove or run netmix as a service (Linux: the systemd unit).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAction {
+    /// Register the `netmix` service (automatic start) running `service run --config FILE`.
+    Install {
+        /// The config file the service runs with (made absolute, checked first).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Stop and remove the `netmix` service.
+    Uninstall,
+    /// What the service manager starts (not for a console: use `netmix run`).
+    Run {
+        /// Config file (TOML). Without it the built-in defaults are used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `netmix service …`: the Windows service manager's side.
+fn service(action: ServiceAction) -> ExitCode {
+    let result = match action {
+        ServiceAction::Install { config } => {
+            let (exe, cwd) = (std::env::current_exe(), std::env::current_dir());
+            let (Ok(exe), Ok(cwd)) = (exe, cwd) else {
+                eprintln!("netmix: cannot tell where netmix.exe or the current folder is");
+                return ExitCode::FAILURE;
+            };
+            match netmix::service::install_plan(&exe, &config, &cwd) {
+                Err(e) => {
+                    eprintln!("netmix: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+                Ok(plan) => install_service(&plan).map(|()| {
+                    println!(
+                        "Installed the service {} (automatic start) with {}; start it with `sc start {}`.",
+                        netmix::service::SERVICE_NAME,
+                        plan.config.display(),
+                        netmix::service::SERVICE_NAME
+                    );
+                }),
+            }
+        }
+        ServiceAction::Uninstall => uninstall_service().map(|()| {
+            println!("Removed the service {}.", netmix::service::SERVICE_NAME);
+        }),
+        ServiceAction::Run { config } => run_service(config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("netmix: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(windows)]
+fn install_service(plan: &netmix::service::InstallPlan) -> Result<(), String> {
+    netmix::service::install(plan)
+}
+#[cfg(windows)]
+fn uninstall_service() -> Result<(), String> {
+    netmix::service::uninstall()
+}
+#[cfg(windows)]
+fn run_service(config: Option<PathBuf>) -> Result<(), String> {
+    netmix::service::run(config)
+}
+
+#[cfg(not(windows))]
+const NOT_WINDOWS: &str = "`netmix service` is for Windows. On Linux run netmix with the \
+                           systemd unit (scripts/systemd/netmix.service, see README \"Install\")";
+#[cfg(not(windows))]
+fn install_service(_: &netmix::service::InstallPlan) -> Result<(), String> {
+    Err(NOT_WINDOWS.to_owned())
+}
+#[cfg(not(windows))]
+fn uninstall_service() -> Result<(), String> {
+    Err(NOT_WINDOWS.to_owned())
+}
+#[cfg(not(windows))]
+fn run_service(_: Option<PathBuf>) -> Result<(), String> {
+    Err(NOT_WINDOWS.to_owned())
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
@@ -104,6 +194,7 @@ fn main() -> ExitCode {
             };
             print_plugins(&config)
         }
+        Command::Service { action } => service(action),
         Command::CheckConfig { file } => {
             let problems = netmix::check::check(&file);
             if problems.is_empty() {

@@ -98,6 +98,13 @@ fn plugins_command_lists_the_built_plugins() {
 
 #[test]
 fn check_config_catches_what_run_would_reject_or_degrade() {
+    // `~/` is the HOME below, joined the platform's way.
+    static NO_SUCH_FOLDER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        std::path::Path::new("/tmp/netmix-home")
+            .join("netmix-no-such-folder")
+            .display()
+            .to_string()
+    });
     let dir = std::env::temp_dir().join(format!("netmix-cli-deep-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text, key, words) in [
@@ -129,7 +136,7 @@ fn check_config_catches_what_run_would_reject_or_degrade() {
             "no-plugins-folder",
             "[plugins]\ndir = \"~/netmix-no-such-folder\"\n",
             "plugins",
-            "netmix-home/netmix-no-such-folder",
+            NO_SUCH_FOLDER.as_str(),
         ),
         (
             "whole-number",
@@ -180,7 +187,7 @@ fn the_ready_line_and_the_dashboard_name_the_fallback_and_why() {
         &file,
         format!(
             "strategy = \"latency\"\n[strategies.latency]\nprobe_wieght = 2\n\n[socks]\nlisten = \"127.0.0.1:0\"\n\n\
-             [interfaces]\ninclude = [\"netmix-none*\"]\n\n[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n\n\
+             [interfaces]\ninclude = [\"netmix-none*\"]\n\n[dashboard]\nlisten = \"127.0.0.1:0\"\ntoken_file = '{}'\n\n\
              [zerotier]\nenabled = false\n",
             dir.join("token").display()
         ),

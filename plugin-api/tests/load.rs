@@ -8,14 +8,16 @@
 
 mod common;
 
-use common::{ifaces, lib_path};
+use common::{ifaces, lib_name, lib_path};
 use std::{
     collections::HashMap,
     fs,
-    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError, atomic::Ordering},
 };
+
+#[cfg(unix)]
+use std::os::unix::fs::PermissionsExt;
 
 use abi_stable::{
     prefix_type::PrefixTypeTrait,
@@ -58,10 +60,14 @@ fn scratch_dir(name: &str) -> PathBuf {
     common::scratch_dir("netmix-plugin-api-load", name)
 }
 
+/// Copies `src` to `dir/name` with Unix `mode` (ignored elsewhere).
 fn copy_into(dir: &Path, src: &Path, name: &str, mode: u32) -> PathBuf {
     let dst = dir.join(name);
     fs::copy(src, &dst).unwrap();
+    #[cfg(unix)]
     fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
+    #[cfg(not(unix))]
+    let _ = mode;
     dst
 }
 
@@ -290,17 +296,27 @@ fn non_plugins_are_refused() {
     );
 
     let dir = scratch_dir("garbage");
-    let garbage = dir.join("libgarbage.so");
-    fs::write(&garbage, b"this is not an ELF file\n".repeat(100)).unwrap();
+    let garbage = dir.join(lib_name("libgarbage"));
+    fs::write(&garbage, b"this is not a library file\n".repeat(100)).unwrap();
+    #[cfg(unix)]
     fs::set_permissions(&garbage, fs::Permissions::from_mode(0o644)).unwrap();
     let err = load_plugin(&garbage).unwrap_err();
     assert_one_line_naming(&err, &garbage, "refused: not a complete library file");
 
-    let missing = dir.join("libmissing.so");
+    let missing = dir.join(lib_name("libmissing"));
     let err = load_plugin(&missing).unwrap_err();
-    assert_one_line_naming(&err, &missing, "No such file");
+    assert_one_line_naming(
+        &err,
+        &missing,
+        if cfg!(windows) {
+            "(os error 2)"
+        } else {
+            "No such file"
+        },
+    );
 }
 
+#[cfg(unix)]
 #[test]
 fn writable_by_others_is_refused() {
     let src = lib_path("strategy_round_robin");
@@ -324,42 +340,65 @@ fn load_dir_reports_every_file() {
     copy_into(
         &dir,
         &lib_path("strategy_round_robin"),
-        "a_round_robin.so",
+        &lib_name("a_round_robin"),
         0o644,
     );
     copy_into(
         &dir,
         &lib_path("fixture_abi_mismatch"),
-        "b_abi_mismatch.so",
+        &lib_name("b_abi_mismatch"),
         0o644,
     );
-    copy_into(&dir, &lib_path("strategy_latency"), "c_latency.so", 0o644);
+    copy_into(
+        &dir,
+        &lib_path("strategy_latency"),
+        &lib_name("c_latency"),
+        0o644,
+    );
     copy_into(
         &dir,
         &lib_path("fixture_not_a_plugin"),
-        "d_not_a_plugin.so",
+        &lib_name("d_not_a_plugin"),
         0o644,
     );
-    copy_into(&dir, &lib_path("strategy_sticky"), "e_sticky.so", 0o664);
+    // Group-writable: refused on Unix (Windows has no such mode bits; see host::trust).
+    copy_into(
+        &dir,
+        &lib_path("strategy_sticky"),
+        &lib_name("e_sticky"),
+        0o664,
+    );
     fs::write(dir.join("README.txt"), "ignored").unwrap();
 
     let (loaded, errors) = load_dir(&dir);
     let names: Vec<&str> = loaded.iter().map(|p| p.name.as_str()).collect();
     // Each file is its own module (no per-type caching): distinct names, in file order.
-    assert_eq!(names, ["round-robin", "latency"]);
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    assert_eq!(errors.len(), 3, "{shown:#?}");
+    if cfg!(unix) {
+        assert_eq!(names, ["round-robin", "latency"]);
+        assert_eq!(errors.len(), 3, "{shown:#?}");
+        assert!(
+            shown[2].contains(&format!("{}: refused", lib_name("e_sticky"))),
+            "{}",
+            shown[2]
+        );
+    } else {
+        assert_eq!(names, ["round-robin", "latency", "sticky"]);
+        assert_eq!(errors.len(), 2, "{shown:#?}");
+    }
     assert!(
-        shown[0].contains("b_abi_mismatch.so: ABI mismatch"),
+        shown[0].contains(&format!("{}: ABI mismatch", lib_name("b_abi_mismatch"))),
         "{}",
         shown[0]
     );
     assert!(
-        shown[1].contains("d_not_a_plugin.so: not a netmix plugin"),
+        shown[1].contains(&format!(
+            "{}: not a netmix plugin",
+            lib_name("d_not_a_plugin")
+        )),
         "{}",
         shown[1]
     );
-    assert!(shown[2].contains("e_sticky.so: refused"), "{}", shown[2]);
     for plugin in &loaded {
         assert!(instantiate(plugin, "").is_ok(), "{}", plugin.name);
     }

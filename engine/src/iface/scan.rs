@@ -34,11 +34,23 @@ impl InterfaceKind {
         ];
         if is_loopback || name == "lo" {
             Self::Loopback
-        } else if name.starts_with("zt") || name.starts_with("feth") {
+        } else if name.starts_with("zt") || name.starts_with("feth") || name.starts_with("ZeroTier")
+        {
             Self::ZeroTier
-        } else if TETHER.iter().any(|p| name.starts_with(p)) {
+        } else if TETHER.iter().any(|p| name.starts_with(p)) || name.starts_with("Cellular") {
             Self::Tether
-        } else if VIRTUAL.iter().any(|p| name.starts_with(p)) {
+        } else if VIRTUAL.iter().any(|p| name.starts_with(p))
+            || [
+                "vEthernet",
+                "VirtualBox",
+                "VMware",
+                "OpenVPN",
+                "Tailscale",
+                "WireGuard",
+            ]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             Self::Virtual
         } else {
             Self::Physical
@@ -104,11 +116,17 @@ pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> 
             if_addrs::IfAddr::V6(v6) => v6.prefixlen,
         };
         let net = IpNet::new(ip, prefix).unwrap_or_else(|_| IpNet::from(ip));
+        // Windows names an adapter twice: `name` is its friendly name (`Wi-Fi`), and the
+        // internal `{GUID}` name may be what a config names; either matches.
+        #[cfg(windows)]
+        let names = [entry.name.as_str(), entry.adapter_name.as_str()];
+        #[cfg(not(windows))]
+        let names = [entry.name.as_str()];
         let scanned = by_name
             .entry(entry.name.clone())
             .or_insert_with(|| ScannedInterface {
                 kind: InterfaceKind::guess(&entry.name, loopback),
-                eligible: filter.check(&entry.name, loopback),
+                eligible: filter.check_names(&names, loopback),
                 name: entry.name.clone(),
                 index: entry.index.unwrap_or(0),
                 addrs: Vec::new(),
@@ -116,6 +134,10 @@ pub fn scan(filter: &InterfaceFilter) -> std::io::Result<Vec<ScannedInterface>> 
                 loopback,
             });
         scanned.up |= entry.is_oper_up();
+        // Some entries carry no index (Wine's IPv6 ones): take it from any that does.
+        if scanned.index == 0 {
+            scanned.index = entry.index.unwrap_or(0);
+        }
         if !is_link_local(ip) && !scanned.addrs.contains(&net) {
             scanned.addrs.push(net);
         }
@@ -217,6 +239,27 @@ mod tests {
         assert_eq!(InterfaceKind::guess("usb0", false), InterfaceKind::Tether);
         assert_eq!(InterfaceKind::guess("wg0", false), InterfaceKind::Virtual);
         assert_eq!(InterfaceKind::guess("lo", true), InterfaceKind::Loopback);
+        // Windows friendly names.
+        assert_eq!(
+            InterfaceKind::guess("Wi-Fi", false),
+            InterfaceKind::Physical
+        );
+        assert_eq!(
+            InterfaceKind::guess("Ethernet 2", false),
+            InterfaceKind::Physical
+        );
+        assert_eq!(
+            InterfaceKind::guess("ZeroTier One [8056c2e21c000001]", false),
+            InterfaceKind::ZeroTier
+        );
+        assert_eq!(
+            InterfaceKind::guess("vEthernet (WSL)", false),
+            InterfaceKind::Virtual
+        );
+        assert_eq!(
+            InterfaceKind::guess("Cellular", false),
+            InterfaceKind::Tether
+        );
     }
 
     #[test]

@@ -87,7 +87,14 @@ mod tests {
     fn the_running_test_binary_is_complete_and_its_prefixes_are_not() {
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         check_bytes(&me).unwrap();
-        for cut in [4 << 10, 64 << 10, me.len() / 2, me.len() - 1] {
+        // A PE file may end in a COFF symbol table no section covers (the loader never maps
+        // it), so its last byte is not a section's; an ELF file's is.
+        let last = if cfg!(windows) {
+            me.len() / 2
+        } else {
+            me.len() - 1
+        };
+        for cut in [4 << 10, 64 << 10, me.len() / 2, last] {
             let e = check_bytes(&me[..cut]).unwrap_err();
             assert!(e.starts_with("refused:"), "{cut}: {e}");
             assert!(!e.contains('\n'));

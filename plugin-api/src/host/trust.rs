@@ -15,8 +15,8 @@
 //! open one, or a folder that is itself a symlink in an open one: each is refused in one line,
 //! before any of the file's code (its ELF constructors run inside `dlopen`) can run.
 //!
-//! On Windows (not yet checked here, see the project's Windows issue) the file is loaded by
-//! its path as before.
+//! On Windows, see [`open_trusted`]'s Windows variant for exactly what is checked (no link,
+//! a regular file held open read-only-shared while it loads; folder ACLs are not inspected).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -80,17 +80,49 @@ pub fn open_trusted(path: &Path) -> Result<Opened, String> {
     Ok(Opened { file, load_path })
 }
 
-/// Windows: no ownership model is checked yet; the file is opened and loaded by its path.
+/// Windows: what is checked is that the file is a regular file reached by no symlink or
+/// junction (the file itself is not a reparse point), opened so that nobody may write,
+/// rename or delete it while it is open (share mode read-only), and loaded by that path while
+/// held. Folder ACLs are **not** inspected: keep plugin folders where only you and
+/// administrators can write (the shipped `plugins\` under Program Files, a folder in your
+/// profile), as README "Install" says.
 ///
 /// # Errors
-/// When the file cannot be opened.
+/// When the file cannot be opened, or is a link.
 #[cfg(not(unix))]
 pub fn open_trusted(path: &Path) -> Result<Opened, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    if meta.file_type().is_symlink() {
+        return Err(
+            "refused: a symbolic link (load the file it points to from a folder of yours)"
+                .to_owned(),
+        );
+    }
+    if !meta.is_file() {
+        return Err("refused: not a regular file".to_owned());
+    }
+    let file = open_shared_read(path).map_err(|e| format!("cannot open: {e}"))?;
     Ok(Opened {
         file,
         load_path: path.to_path_buf(),
     })
+}
+
+/// Opens `path` so that others may only read it while it is open.
+#[cfg(windows)]
+fn open_shared_read(path: &Path) -> std::io::Result<File> {
+    use std::os::windows::fs::OpenOptionsExt;
+    /// `FILE_SHARE_READ`: others may read, not write or delete.
+    const FILE_SHARE_READ: u32 = 0x1;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .share_mode(FILE_SHARE_READ)
+        .open(path)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn open_shared_read(path: &Path) -> std::io::Result<File> {
+    File::open(path)
 }
 
 /// Checks `dir` and every folder above it (each as `stat` sees it: a symlink on the way counts

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests that load real plugin files.
 
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,12 @@ pub fn lib_path(stem: &str) -> PathBuf {
     path
 }
 
+/// `stem` with this platform's library suffix (`a.so`, `a.dll`).
+#[allow(dead_code)] // not every test file names libraries
+pub fn lib_name(stem: &str) -> String {
+    format!("{stem}{}", std::env::consts::DLL_SUFFIX)
+}
+
 /// Healthy interfaces `wan1..` with these weights, ids from 1.
 #[allow(dead_code)] // not every test file builds snapshots
 pub fn ifaces(weights: &[u32]) -> Vec<InterfaceSnapshot> {
@@ -53,6 +60,7 @@ pub fn scratch_dir(group: &str, name: &str) -> PathBuf {
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    #[cfg(unix)]
     for d in [dir.parent().unwrap(), dir.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }

@@ -15,7 +15,14 @@ use ort::value::Tensor;
 use crate::features::{FEATURE_VERSION, FEATURES, N_FEATURES};
 
 /// The library file of the pinned `onnxruntime` wheel.
+#[cfg(not(any(windows, target_os = "macos")))]
 pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.31.1";
+/// The ONNX Runtime library's file name (Windows: as its release zip and wheel name it).
+#[cfg(windows)]
+pub const ORT_LIB_FILE: &str = "onnxruntime.dll";
+/// The ONNX Runtime library's file name (macOS: as its wheel names it).
+#[cfg(target_os = "macos")]
+pub const ORT_LIB_FILE: &str = "libonnxruntime.1.31.1.dylib";
 /// Environment variable naming the library file (used when the `library` option is not set).
 pub const ENV_ORT_LIB: &str = "NETMIX_ORT_LIB";
 /// The model that ships with the plugin (trained on lab data, see the crate docs).
@@ -71,7 +78,15 @@ impl std::fmt::Display for ModelSource {
 /// directories; Python is never run).
 pub fn library_candidates() -> Vec<PathBuf> {
     let wheel_rel = Path::new("onnxruntime/capi").join(ORT_LIB_FILE);
-    let mut out = vec![
+    let mut out = Vec::new();
+    // Next to the netmix binary first (where a user unpacking a release puts it).
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        out.push(dir.join(ORT_LIB_FILE));
+    }
+    out.extend([
         Path::new(".deps/onnxruntime").join(&wheel_rel),
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../.deps/onnxruntime")
@@ -80,7 +95,7 @@ pub fn library_candidates() -> Vec<PathBuf> {
         Path::new("/usr/lib").join(ORT_LIB_FILE),
         Path::new("/usr/lib/x86_64-linux-gnu").join(ORT_LIB_FILE),
         Path::new("/usr/lib/aarch64-linux-gnu").join(ORT_LIB_FILE),
-    ];
+    ]);
     let mut lib_dirs: Vec<PathBuf> = vec!["/usr/lib".into(), "/usr/local/lib".into()];
     if let Some(home) = std::env::var_os("HOME").map(PathBuf::from) {
         lib_dirs.push(home.join(".local/lib"));
@@ -360,9 +375,15 @@ mod tests {
     }
 
     #[test]
-    fn candidates_include_the_repo_folder() {
+    fn candidates_are_next_to_the_binary_then_the_repo_folder() {
         let c = library_candidates();
-        assert!(c[0].ends_with("onnxruntime/capi/libonnxruntime.so.1.31.1"));
+        let exe_dir = std::env::current_exe()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        assert_eq!(c[0], exe_dir.join(ORT_LIB_FILE));
+        assert!(c[1].ends_with(Path::new("onnxruntime/capi").join(ORT_LIB_FILE)));
         assert!(c.iter().all(|p| p.to_string_lossy().contains(ORT_LIB_FILE)));
     }
 }

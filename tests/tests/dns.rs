@@ -374,3 +374,73 @@ async fn probes_by_name_resolve_through_the_link_they_probe() {
         "probe.lab was asked through the live links only (the dead one's queries never arrive): {links:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_netmix_itself_is_refused() {
+    let (lab, _servers, _dns) =
+        multihomed(&[("self.lab", IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))]).await;
+    let engine = engine(&lab);
+    let port = engine.socks_addr().port();
+    let (code, ..) = connect(
+        &lab,
+        engine.socks_addr(),
+        Target::Domain("self.lab".into(), port),
+    )
+    .await;
+    assert_eq!(
+        code,
+        2,
+        "a DNS answer naming netmix's own port is a proxy loop: 02\n{}",
+        engine.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interface_asks_its_own_servers_and_system_mode_asks_the_system() {
+    let (lab, _servers, dns) = multihomed(&[("own.lab", IpAddr::V4(TARGET))]).await;
+    // wan0's own server does not exist: its queries go there (never to the lab's server), fail,
+    // and the next interface answers.
+    let engine = spawn_engine(
+        &lab,
+        &lab_config(
+            "\"wan*\"",
+            "[[interface]]\nname = \"wan0\"\ndns = [\"198.19.0.99\"]\n",
+        ),
+    );
+    for _ in 0..3 {
+        let (code, ..) = connect(
+            &lab,
+            engine.socks_addr(),
+            Target::Domain("own.lab".into(), WHOAMI_PORT),
+        )
+        .await;
+        assert_eq!(code, 0, "{}", engine.logs());
+    }
+    assert!(
+        dns.queries()
+            .iter()
+            .all(|q| lab.link_for_source(q.source.ip()) != Some(0)),
+        "wan0 asked its own server, not the lab's: {:?}",
+        dns.queries()
+    );
+    drop(engine);
+    // System mode: getaddrinfo through resolv.conf and the main table (wan0, metric 100).
+    dns.reset();
+    let engine = spawn_engine(&lab, &lab_config("\"wan*\"", "[dns]\nmode = \"system\"\n"));
+    let (code, ..) = connect(
+        &lab,
+        engine.socks_addr(),
+        Target::Domain("own.lab".into(), WHOAMI_PORT),
+    )
+    .await;
+    assert_eq!(code, 0, "{}", engine.logs());
+    let links: Vec<Option<usize>> = dns
+        .queries()
+        .iter()
+        .map(|q| lab.link_for_source(q.source.ip()))
+        .collect();
+    assert!(
+        !links.is_empty() && links.iter().all(|l| *l == Some(0)),
+        "the system resolver asked out of the metric-100 route (wan0): {links:?}"
+    );
+}

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::lookup::Lookup;
 use hickory_resolver::net::runtime::iocompat::AsyncIoTokioAsStd;
 use hickory_resolver::net::runtime::{
     RuntimeProvider, TokioHandle, TokioRuntimeProvider, TokioTime,
@@ -77,15 +78,16 @@ pub enum AnswerSource {
 pub enum Failure {
     /// A DNS server said the name does not exist, or has no address.
     NotFound,
-    /// No path answered: every query failed or the deadline passed (the reasons, per path).
-    Unanswered(String),
+    /// No path answered: every query failed or the deadline passed (the reasons, per path),
+    /// and the interfaces whose own path failed.
+    Unanswered(String, Vec<u32>),
 }
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::NotFound => f.write_str("name not found"),
-            Self::Unanswered(why) => write!(f, "no DNS answer ({why})"),
+            Self::Unanswered(why, _) => write!(f, "no DNS answer ({why})"),
         }
     }
 }
@@ -129,13 +131,77 @@ impl Path {
         }
     }
 
-    /// The addresses and until when they are valid (their TTL).
-    async fn lookup(&self, name: String) -> Result<(Vec<IpAddr>, std::time::Instant), NetError> {
-        let lookup = match self {
-            Self::Interface(_, r) => r.lookup_ip(name).await?,
-            Self::Loopback(r) => r.lookup_ip(name).await?,
-        };
-        Ok((lookup.iter().collect(), lookup.valid_until()))
+    async fn one(&self, name: String, v6: bool) -> Result<Lookup, NetError> {
+        match (self, v6) {
+            (Self::Interface(_, r), true) => r.ipv6_lookup(name).await,
+            (Self::Interface(_, r), false) => r.ipv4_lookup(name).await,
+            (Self::Loopback(r), true) => r.ipv6_lookup(name).await,
+            (Self::Loopback(r), false) => r.ipv4_lookup(name).await,
+        }
+    }
+
+    /// Asks for the AAAA and the A records at once and judges the two answers together: one
+    /// family's records are an answer even when the other family's query failed.
+    async fn lookup(&self, name: String) -> Said {
+        let (v6, v4) = tokio::join!(self.one(name.clone(), true), self.one(name, false));
+        Said::combine(Said::of(v6), Said::of(v4))
+    }
+}
+
+/// What one path said about a name.
+#[derive(Debug)]
+enum Said {
+    /// Addresses, valid until then.
+    Addrs(Vec<IpAddr>, std::time::Instant),
+    /// The server says the name does not exist or has no address of this kind.
+    NoName,
+    /// A server answered, but not usefully (SERVFAIL, REFUSED, …): the path works.
+    Inconclusive(String),
+    /// No answer came back: the path failed.
+    Failed(String),
+}
+
+impl Said {
+    fn of(result: Result<Lookup, NetError>) -> Self {
+        match result {
+            Ok(lookup) => {
+                let addrs: Vec<IpAddr> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| r.data.ip_addr())
+                    .collect();
+                if addrs.is_empty() {
+                    Self::NoName
+                } else {
+                    Self::Addrs(addrs, lookup.valid_until())
+                }
+            }
+            Err(NetError::Dns(DnsError::NoRecordsFound(no)))
+                if matches!(
+                    no.response_code,
+                    ResponseCode::NXDomain | ResponseCode::NoError
+                ) =>
+            {
+                Self::NoName
+            }
+            Err(e @ NetError::Dns(_)) => Self::Inconclusive(e.to_string()),
+            Err(e) => Self::Failed(e.to_string()),
+        }
+    }
+
+    /// The AAAA answer and the A answer, as one: addresses when either has some (IPv6
+    /// first), else a failure when either query failed, else no name when both say so.
+    fn combine(v6: Self, v4: Self) -> Self {
+        match (v6, v4) {
+            (Self::Addrs(mut a, t1), Self::Addrs(b, t2)) => {
+                a.extend(b);
+                Self::Addrs(a, t1.min(t2))
+            }
+            (a @ Self::Addrs(..), _) | (_, a @ Self::Addrs(..)) => a,
+            (f @ Self::Failed(_), _) | (_, f @ Self::Failed(_)) => f,
+            (Self::NoName, Self::NoName) => Self::NoName,
+            (i @ Self::Inconclusive(_), _) | (_, i @ Self::Inconclusive(_)) => i,
+        }
     }
 }
 
@@ -205,7 +271,7 @@ impl Dns {
         if let Some(answer) = self.local_answer(host) {
             return Ok(answer);
         }
-        let paths = self.paths(if order.is_empty() { present } else { order });
+        let paths = self.paths(if order.is_empty() { present } else { order }, present);
         if paths.is_empty() {
             // Nothing to ask through (no interface, no server known): the system's resolver.
             return system_lookup(host, deadline).await;
@@ -232,8 +298,25 @@ impl Dns {
     }
 
     /// The query paths for `members`, in order: each interface with a server it reaches,
-    /// and loopback (once) where the servers are local.
-    fn paths(&self, members: &[Member]) -> Vec<Path> {
+    /// and loopback (once) where the servers are local. A server inside an interface's
+    /// on-link subnet (the Wi-Fi router's 192.168.1.1) is asked only through that interface:
+    /// through another link it would fail, count against a healthy link, and tell the
+    /// carrier the LAN's names.
+    fn paths(&self, members: &[Member], present: &[Member]) -> Vec<Path> {
+        let on_link_elsewhere = |ip: &IpAddr, me: &Member| {
+            present.iter().chain(members).any(|other| {
+                other.state.id != me.state.id
+                    && other
+                        .state
+                        .addrs
+                        .iter()
+                        .any(|n| n.prefix_len() < n.max_prefix_len() && n.contains(ip))
+            }) && !me
+                .state
+                .addrs
+                .iter()
+                .any(|n| n.prefix_len() < n.max_prefix_len() && n.contains(ip))
+        };
         let mut paths = Vec::new();
         let mut loopback_added = false;
         for member in members {
@@ -243,6 +326,7 @@ impl Dns {
             let reachable: Vec<IpAddr> = remote
                 .into_iter()
                 .filter(|ip| member.state.source_for(&SocketAddr::new(*ip, 53)).is_some())
+                .filter(|ip| !on_link_elsewhere(ip, member))
                 .collect();
             if !reachable.is_empty() {
                 paths.push(Path::Interface(
@@ -260,6 +344,11 @@ impl Dns {
     fn interface_resolver(&self, member: &Member, servers: Vec<IpAddr>) -> Arc<Resolver<Bound>> {
         let key = (member.state.addrs.clone(), servers);
         let mut resolvers = lock(&self.resolvers);
+        // Interfaces that are gone (ids are never reused) take their resolver with them; the
+        // map holds at most the interfaces asked through lately.
+        if resolvers.len() > 32 {
+            resolvers.clear();
+        }
         if let Some(built) = resolvers.get(&member.state.id)
             && built.key == key
         {
@@ -317,9 +406,12 @@ impl Dns {
             .expect("a resolver with plain UDP/TCP servers always builds")
     }
 
-    /// Asks `paths` in order, the next one after the stagger or at once when one fails; the
-    /// first answer wins. Queries still out then go on in the background, and those that fail
-    /// count against their interface (another answered the name: the path is at fault).
+    /// Asks `paths` in order, the next one after the stagger or at once when one has no
+    /// answer for the name; the first addresses win. A server that says the name does not
+    /// exist only ends the race when every path has answered (split DNS: a LAN name only the
+    /// LAN's server knows). Queries still out after a win go on in the background, and those
+    /// that fail count against their interface (another answered the name: the path is at
+    /// fault).
     async fn race(
         &self,
         host: &str,
@@ -329,9 +421,9 @@ impl Dns {
         let until = Instant::now() + deadline;
         let paths: Vec<Arc<Path>> = paths.into_iter().map(Arc::new).collect();
         let mut next = 0;
-        type Found = Result<(Vec<IpAddr>, std::time::Instant), NetError>;
-        let mut running: JoinSet<(usize, Found)> = JoinSet::new();
+        let mut running: JoinSet<(usize, Said)> = JoinSet::new();
         let mut failed: Vec<(usize, String)> = Vec::new();
+        let mut no_name = false;
         let launch = |running: &mut JoinSet<_>, i: usize| {
             let path = paths[i].clone();
             let name = host.to_owned();
@@ -343,9 +435,9 @@ impl Dns {
             let stagger = tokio::time::sleep(self.stagger);
             tokio::select! {
                 Some(joined) = running.join_next() => {
-                    let Ok((i, result)) = joined else { continue };
-                    match result {
-                        Ok((addrs, valid_until)) if !addrs.is_empty() => {
+                    let Ok((i, said)) = joined else { continue };
+                    match said {
+                        Said::Addrs(addrs, valid_until) => {
                             let source = match &*paths[i] {
                                 Path::Interface(m, _) => AnswerSource::Interface(m.clone()),
                                 Path::Loopback(_) => AnswerSource::Loopback,
@@ -355,26 +447,32 @@ impl Dns {
                             }
                             let paths = paths.clone();
                             tokio::spawn(async move {
-                                while let Some(Ok((j, result))) = running.join_next().await {
-                                    if let Err(e) = result && !is_answer(&e) {
-                                        count_against(&paths[j], &e.to_string());
+                                while let Some(Ok((j, said))) = running.join_next().await {
+                                    if let Said::Failed(why) = said {
+                                        count_against(&paths[j], &why);
                                     }
                                 }
                             });
                             return Ok((Answer { addrs, source }, valid_until));
                         }
-                        Ok(_) => return Err(Failure::NotFound),
-                        Err(e) if is_answer(&e) => return Err(Failure::NotFound),
-                        Err(e) => {
-                            tracing::debug!(host, via = paths[i].name(), error = %e, "DNS query failed.");
-                            failed.push((i, e.to_string()));
-                            if next < paths.len() {
-                                launch(&mut running, next);
-                                next += 1;
-                            } else if running.is_empty() {
-                                return Err(Failure::Unanswered(describe(&paths, &failed)));
-                            }
+                        Said::NoName => no_name = true,
+                        Said::Inconclusive(why) => {
+                            tracing::debug!(host, via = paths[i].name(), why, "DNS answer without addresses.");
                         }
+                        Said::Failed(why) => {
+                            tracing::debug!(host, via = paths[i].name(), why, "DNS query failed.");
+                            failed.push((i, why));
+                        }
+                    }
+                    if next < paths.len() {
+                        launch(&mut running, next);
+                        next += 1;
+                    } else if running.is_empty() {
+                        return Err(if no_name {
+                            Failure::NotFound
+                        } else {
+                            Failure::Unanswered(describe(&paths, &failed), failed_ids(&paths, &failed))
+                        });
                     }
                 }
                 () = stagger, if next < paths.len() => {
@@ -382,15 +480,29 @@ impl Dns {
                     next += 1;
                 }
                 () = tokio::time::sleep_until(until) => {
+                    if no_name {
+                        return Err(Failure::NotFound);
+                    }
                     return Err(Failure::Unanswered(format!(
                         "{} after {} ms",
                         if failed.is_empty() { "no answer".to_owned() } else { describe(&paths, &failed) },
                         deadline.as_millis()
-                    )));
+                    ), failed_ids(&paths, &failed)));
                 }
             }
         }
     }
+}
+
+/// The interfaces whose own query failed.
+fn failed_ids(paths: &[Arc<Path>], failed: &[(usize, String)]) -> Vec<u32> {
+    failed
+        .iter()
+        .filter_map(|(i, _)| match &*paths[*i] {
+            Path::Interface(m, _) => Some(m.state.id),
+            Path::Loopback(_) => None,
+        })
+        .collect()
 }
 
 /// `host` as an address: an IP literal (IPv6 with or without brackets), or an IPv4 address in
@@ -421,6 +533,10 @@ pub fn literal(host: &str) -> Option<IpAddr> {
         if digits.is_empty() && radix == 16 {
             return None;
         }
+        // `from_str_radix` takes a leading `+`; inet_aton does not.
+        if !digits.bytes().all(|b| (b as char).is_digit(radix)) {
+            return None;
+        }
         values.push(if digits.is_empty() {
             0
         } else {
@@ -443,20 +559,6 @@ pub fn literal(host: &str) -> Option<IpAddr> {
     Some(IpAddr::V4(std::net::Ipv4Addr::from(addr)))
 }
 
-/// A server's definite answer (the name does not exist, or has no address), as opposed to a
-/// failure of the path to it.
-fn is_answer(error: &NetError) -> bool {
-    match error {
-        NetError::Dns(DnsError::NoRecordsFound(no)) => {
-            matches!(
-                no.response_code,
-                ResponseCode::NXDomain | ResponseCode::NoError
-            )
-        }
-        _ => false,
-    }
-}
-
 fn count_against(path: &Path, why: &str) {
     if let Path::Interface(member, _) = path {
         tracing::debug!(iface = %member.state.name, why, "DNS query failed while another interface answered; counted against the link.");
@@ -476,6 +578,7 @@ async fn system_lookup(host: &str, deadline: Duration) -> Result<Answer, Failure
     match tokio::time::timeout(deadline, tokio::net::lookup_host((host, 0))).await {
         Err(_) => Err(Failure::Unanswered(
             "the system resolver timed out".to_owned(),
+            Vec::new(),
         )),
         Ok(Err(_)) => Err(Failure::NotFound),
         Ok(Ok(found)) => {
@@ -553,6 +656,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn two_families_judged_together() {
+        let t = std::time::Instant::now();
+        let addrs = |ips: &[&str]| Said::Addrs(ips.iter().map(|i| i.parse().unwrap()).collect(), t);
+        let failed = || Said::Failed("timed out".into());
+        let servfail = || Said::Inconclusive("SERVFAIL".into());
+        // One family's records are an answer, whatever the other family's query did.
+        assert!(
+            matches!(Said::combine(Said::NoName, addrs(&["198.19.0.1"])), Said::Addrs(a, _) if a.len() == 1)
+        );
+        assert!(matches!(
+            Said::combine(failed(), addrs(&["198.19.0.1"])),
+            Said::Addrs(..)
+        ));
+        match Said::combine(addrs(&["2001:db8::1"]), addrs(&["198.19.0.1"])) {
+            Said::Addrs(a, _) => assert_eq!(a[0].to_string(), "2001:db8::1", "IPv6 first"),
+            other => panic!("{other:?}"),
+        }
+        // A lost A query with an AAAA "no such record" is the path's failure, not "no name".
+        assert!(matches!(
+            Said::combine(Said::NoName, failed()),
+            Said::Failed(_)
+        ));
+        assert!(matches!(
+            Said::combine(Said::NoName, Said::NoName),
+            Said::NoName
+        ));
+        // A server that answered SERVFAIL works: not counted as a failed path.
+        assert!(matches!(
+            Said::combine(servfail(), Said::NoName),
+            Said::Inconclusive(_)
+        ));
+    }
+
+    #[test]
     fn addresses_spelled_as_names_are_those_addresses() {
         let v4 = |s: &str| literal(s).map(|ip| ip.to_string());
         for (name, want) in [
@@ -572,6 +709,8 @@ mod tests {
             ("0x", None),
             ("example.com", None),
             ("1.2.3.", None),
+            ("+127.0.0.1", None),
+            ("0x+7f", None),
         ] {
             assert_eq!(v4(name).as_deref(), want, "{name}");
         }

@@ -104,6 +104,8 @@ pub(super) struct SystemServers {
 struct SystemState {
     read: Option<Instant>,
     servers: Vec<IpAddr>,
+    /// Per-link lists by interface index, each with when it was read.
+    per_link: std::collections::HashMap<u32, (Instant, Vec<IpAddr>)>,
     domain: Option<Name>,
     search: Vec<Name>,
     ndots: usize,
@@ -147,11 +149,25 @@ impl SystemServers {
     /// The servers for the interface with OS index `index`: its per-link list where the OS
     /// keeps one, else resolv.conf's.
     pub(super) fn servers_for(&self, index: u32) -> Vec<IpAddr> {
-        let per_link = per_link_servers(index);
+        let mut state = self.refreshed();
+        let now = Instant::now();
+        let fresh = state
+            .per_link
+            .get(&index)
+            .filter(|(at, _)| now.duration_since(*at) < REFRESH)
+            .map(|(_, list)| list.clone());
+        let per_link = fresh.unwrap_or_else(|| {
+            let list = per_link_servers(index);
+            if state.per_link.len() > 64 {
+                state.per_link.clear();
+            }
+            state.per_link.insert(index, (now, list.clone()));
+            list
+        });
         if !per_link.is_empty() {
             return per_link;
         }
-        self.refreshed().servers.clone()
+        state.servers.clone()
     }
 
     /// resolv.conf's domain, search list and `ndots`.

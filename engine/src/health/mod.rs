@@ -78,7 +78,11 @@ impl HealthProber {
                                     .collect(),
                                 Err(failure) => {
                                     tracing::debug!(iface = %member.state.name, target = %host, "Probe target does not resolve: {failure}.");
-                                    if matches!(failure, crate::dns::Failure::Unanswered(_)) {
+                                    // Only when the query went through this interface and
+                                    // failed there (not a local stub's failure).
+                                    if let crate::dns::Failure::Unanswered(_, ids) = &failure
+                                        && ids.contains(&member.state.id)
+                                    {
                                         member.handles.failed(Source::Probe, Outcome::Failed);
                                     }
                                     return;

@@ -219,11 +219,11 @@ async fn resolve_allowed(
                         if let AnswerSource::Interface(by) = &answer.source {
                             prefer_answering(&mut decision, by);
                         }
-                        (
-                            Some(host.clone()),
-                            with_port(&answer.addrs),
-                            Some(Decided { id, decision }),
-                        )
+                        // The zerotier strategy routes by address (a ZeroTier network's
+                        // routes, an exit node): it decides again once the address is known.
+                        let decided = (!needs_address(ctx, &answer.addrs))
+                            .then_some(Decided { id, decision });
+                        (Some(host.clone()), with_port(&answer.addrs), decided)
                     }
                     Err(failure) => {
                         tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
@@ -264,6 +264,21 @@ fn prefer_answering(decision: &mut crate::router::Decision, by: &Member) {
             decision.reason, by.state.name
         );
     }
+}
+
+/// Whether the strategy must see the address to decide: the zerotier strategy is active, or
+/// an address lies in a ZeroTier network.
+fn needs_address(ctx: &ServeContext, addrs: &[IpAddr]) -> bool {
+    if ctx.router.active_name() == "zerotier" {
+        return true;
+    }
+    ctx.router.snapshot().all.iter().any(|m| {
+        m.state.kind == crate::iface::scan::InterfaceKind::ZeroTier
+            && m.state
+                .addrs
+                .iter()
+                .any(|n| addrs.iter().any(|a| n.contains(a)))
+    })
 }
 
 /// Every interface that could carry a connection (the DNS fallback when the strategy has no
@@ -387,12 +402,14 @@ pub(crate) async fn open(
         addrs,
         decided,
     } = resolve_allowed(ctx, peer, target, protocol, api::Transport::Tcp).await?;
+    let id = decided.as_ref().map(|d| d.id);
     let (route, unbound) = match local_route(ctx, &addrs) {
         None => (route_for(decided), None),
         Some(Local::Unbound(name, reason)) => (
             Route::Local(LocalRoute {
                 reason,
                 order: Vec::new(),
+                id,
             }),
             Some(name),
         ),
@@ -400,6 +417,7 @@ pub(crate) async fn open(
             Route::Local(LocalRoute {
                 reason,
                 order: vec![member],
+                id,
             }),
             None,
         ),

@@ -104,6 +104,7 @@ impl Session {
     ) -> Self {
         let id = match &route {
             Route::Decided(d) => d.id,
+            Route::Local(LocalRoute { id: Some(id), .. }) => *id,
             _ => ctx.next_id.fetch_add(1, Ordering::Relaxed),
         };
         let meta = meta_for(
@@ -359,6 +360,8 @@ pub(crate) struct LocalRoute {
     pub reason: String,
     /// The one interface to use; empty for an unbound connection.
     pub order: Vec<Member>,
+    /// The connection's id when one was taken already (a name resolved after a pick).
+    pub id: Option<u64>,
 }
 
 /// What carried a connection: an interface, or the OS's own routing (unbound).

@@ -67,6 +67,8 @@ done
 # built twice.
 win=x86_64-pc-windows-gnu
 RUSTFLAGS="-D warnings" cargo build -q --target "$win" --workspace --exclude netmix-integration
+# The tests crate too (the Linux namespace lab compiles to nothing there; lab-delay says so).
+RUSTFLAGS="-D warnings" cargo build -q --target "$win" -p netmix-integration --lib --bins --tests
 winlog="$(mktemp)"
 set +e
 RUSTFLAGS="-D warnings" cargo test --target "$win" -p netmix-engine -p netmix-plugin-api --no-fail-fast >"$winlog" 2>&1

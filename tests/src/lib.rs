@@ -47,6 +47,10 @@
 //! - [`client`]: who-am-I through netmix, per-link counting;
 //! - [`zerotier_standin`]: a stand-in ZeroTier One API and a "ZeroTier site" namespace.
 //! - [`web`]: raw HTTP, WebSocket and `/metrics` checks against the real dashboard.
+//!
+//! The lab is Linux-only (network namespaces, veth, NFQUEUE): elsewhere this crate compiles
+//! to nothing, so `cargo build --target x86_64-pc-windows-gnu --workspace` works.
+#![cfg(target_os = "linux")]
 #![forbid(unsafe_code)]
 
 pub mod client;

@@ -2,6 +2,8 @@
 //! (KiB/MiB, kbit/s/Mbit/s), says `—` for what is not measured yet and names the active
 //! strategy; `netmix interfaces` lists an interface that has no address yet.
 
+#![cfg(target_os = "linux")]
+
 use netmix_integration::web::fetch_via_socks;
 use netmix_integration::{DASHBOARD, Lab, api, assert_eventually_async, lab_config, run_netmix};
 

@@ -9,6 +9,8 @@
 //! Needs node, chromium and `npm ci --prefix tests/browser` (`.ci/run` installs them); without
 //! them the test fails and says what to install.
 
+#![cfg(target_os = "linux")]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};

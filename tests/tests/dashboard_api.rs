@@ -4,6 +4,8 @@
 //! appearing in anything a GET returns. (The same checks at warp level, against a fake feed,
 //! are in `web/tests/`.)
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use netmix_integration::client::by_name;

@@ -6,6 +6,8 @@
 //! every uplink, the client namespace's resolv.conf naming it, and the main routing table with
 //! a default route per link (metrics 100/200/300).
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! Health, failover and the numbers the engine reports, against faults the lab imposes on real
 //! links while real clients keep connecting.
 
+#![cfg(target_os = "linux")]
+
 use std::time::{Duration, Instant};
 
 use netmix_integration::{

@@ -1,6 +1,8 @@
 //! The lab's IPv6 uplinks, its opt-in main-table default routes and its DNS server (no
 //! netmix involved).
 
+#![cfg(target_os = "linux")]
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! source address, only bound sockets get out, faults and delay do what they say, and the
 //! namespaces disappear on drop.
 
+#![cfg(target_os = "linux")]
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //! Needs root and the ONNX Runtime library (`./scripts/setup-onnx.sh`, or `NETMIX_ORT_LIB`):
 //! without it the tests fail with that message.
 
+#![cfg(target_os = "linux")]
+
 mod onnx_common;
 
 use std::sync::Arc;

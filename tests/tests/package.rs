@@ -16,6 +16,8 @@
 //! `cargo build --workspace --bins --lib` must come first (scripts/test.sh does it).
 //! The lab tests need root.
 
+#![cfg(target_os = "linux")]
+
 mod onnx_common;
 
 use std::io::{BufRead as _, BufReader, Write as _};

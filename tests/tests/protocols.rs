@@ -2,6 +2,8 @@
 //! port, with real clients (curl) in the lab, each protocol through the same strategy and the
 //! same failure answers in its own terms.
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::Output;
 

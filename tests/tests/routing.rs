@@ -1,6 +1,8 @@
 //! Where connections go (issue 14): every address of a name is a candidate, local
 //! destinations are reached where they live, and netmix refuses to proxy to itself.
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 

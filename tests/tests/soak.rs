@@ -2,6 +2,8 @@
 //! new connection may fail while a link works (failover takes it), the process stays flat, and
 //! the dashboard still answers. The 30-minute run is `cargo bench --bench soak`.
 
+#![cfg(target_os = "linux")]
+
 use std::time::Duration;
 
 use netmix_integration::soak::run_soak;

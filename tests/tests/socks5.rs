@@ -1,6 +1,8 @@
 //! The engine foundation end to end: real netmix processes in the lab, real clients (curl,
 //! tokio-socks, raw SOCKS5 bytes), real sockets on the lab's links.
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,8 @@
 //! the lab, raw SOCKS5 clients in the client namespace, UDP servers and connect-back hosts in
 //! the internet namespace, and what they saw as the proof.
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,8 @@
 //! Strategy plugins end to end: the real built libraries, loaded by a real netmix from a
 //! plugins folder, steering real connections over the lab's links.
 
+#![cfg(target_os = "linux")]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

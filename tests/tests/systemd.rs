@@ -7,6 +7,8 @@
 //! The binary is the one the other tests run (`netmix_bin`: `target/debug/netmix` unless
 //! `NETMIX_BIN` / `NETMIX_PROFILE` say otherwise).
 
+#![cfg(target_os = "linux")]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -10,6 +10,8 @@
 //! `cargo build --target x86_64-pc-windows-gnu --workspace --exclude netmix-integration`) and
 //! Wine (scripts/wine/runner.sh). Fails, never skips, when either is missing.
 
+#![cfg(target_os = "linux")]
+
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;

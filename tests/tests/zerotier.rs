@@ -2,6 +2,8 @@
 //! installed here), a `ztlab0001` interface leading to a "ZeroTier subnet" namespace, and the
 //! `zerotier` strategy plugin loaded by a real netmix.
 
+#![cfg(target_os = "linux")]
+
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@
 #                              file is for `[strategies.onnx] model = "..."` and for comparing a
 #                              retrained model with it.
 #   configs/                   the example configs
-#   README.md                  and the licence file(s), when the repository has any
+#   README.md, LICENSE-*       the readme and the licence texts (MIT OR Apache-2.0)
 #   systemd/netmix.service     (Linux only) the service unit, see README "Install"
 #
 # The ONNX Runtime library the onnx strategy runs its model with is not packed (see README).

@@ -259,7 +259,7 @@ fn the_archive_holds_one_folder_with_binary_plugins_model_configs_and_readme() {
     };
     assert_eq!(names(&u.root.0), [format!("netmix-{VERSION}")]);
     let top = u.top();
-    // The licence files go along when the repository has any (it has none yet).
+    // The licence files go along (MIT OR Apache-2.0: LICENSE-MIT, LICENSE-APACHE).
     let mut expected: Vec<String> = names(&workspace())
         .into_iter()
         .filter(|n| {
@@ -280,6 +280,12 @@ fn the_archive_holds_one_folder_with_binary_plugins_model_configs_and_readme() {
         )
         .collect();
     expected.sort();
+    for licence in ["LICENSE-APACHE", "LICENSE-MIT"] {
+        assert!(
+            expected.iter().any(|n| n == licence),
+            "{licence} in the repository"
+        );
+    }
     assert_eq!(names(&top), expected);
     let meta = std::fs::metadata(u.bin()).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "the binary");

@@ -25,8 +25,19 @@ pub struct WhoAmI {
 /// # Panics
 /// When the proxy cannot be reached or the SOCKS exchange breaks (not on a failure reply).
 pub async fn whoami(lab: &Lab, engine: &Engine) -> WhoAmI {
-    let stream = lab.connect_client(engine.socks_addr()).await;
     let target = Target::Ip(SocketAddr::new(TARGET.into(), WHOAMI_PORT));
+    ask(lab, engine.socks_addr(), target).await.0
+}
+
+/// A SOCKS5 CONNECT to `target` through the proxy at `proxy` (inside the client namespace):
+/// the reply, what the destination sent until it closed (empty when the connect failed), and
+/// the time from the request to the reply.
+///
+/// # Panics
+/// When the proxy cannot be reached or the SOCKS exchange breaks (not on a failure reply).
+pub async fn ask(lab: &Lab, proxy: SocketAddr, target: Target) -> (WhoAmI, Duration) {
+    let stream = lab.connect_client(proxy).await;
+    let started = std::time::Instant::now();
     let mut reply = tokio::time::timeout(
         Duration::from_secs(20),
         socks5_connect(stream, target, None),
@@ -34,6 +45,7 @@ pub async fn whoami(lab: &Lab, engine: &Engine) -> WhoAmI {
     .await
     .expect("SOCKS exchange timed out")
     .expect("SOCKS exchange");
+    let took = started.elapsed();
     let mut seen = String::new();
     if reply.code == 0 {
         let _ = tokio::time::timeout(
@@ -42,11 +54,12 @@ pub async fn whoami(lab: &Lab, engine: &Engine) -> WhoAmI {
         )
         .await;
     }
-    WhoAmI {
+    let answer = WhoAmI {
         code: reply.code,
         bound: reply.bound,
         seen: seen.trim().to_owned(),
-    }
+    };
+    (answer, took)
 }
 
 /// Makes `n` sequential who-am-I connections and counts them per lab link (by source

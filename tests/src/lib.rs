@@ -66,7 +66,7 @@ pub mod zerotier_standin;
 
 use std::time::Duration;
 
-pub use client::{DASHBOARD, Sample, WhoAmI, api, iface_json, spread, steady_stream, whoami};
+pub use client::{DASHBOARD, Sample, WhoAmI, api, ask, iface_json, spread, steady_stream, whoami};
 pub use dns_server::{DEFAULT_DNS_TTL, DNS_PORT, DNS_SERVER, DNS_SERVER6, DnsQuery, DnsServer};
 pub use engine::{
     Engine, lab_config, netmix_bin, process_cpu, run_netmix, spawn_engine,

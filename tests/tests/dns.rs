@@ -12,10 +12,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use netmix_integration::{
-    DASHBOARD, DNS_SERVER, DnsServer, Engine, Lab, TARGET, TARGET6, Target, WHOAMI_PORT, api,
-    iface_json, lab_config, socks5_connect, spawn_engine,
+    DASHBOARD, DNS_SERVER, DnsServer, Engine, Lab, TARGET, TARGET6, Target, WHOAMI_PORT, api, ask,
+    iface_json, lab_config, spawn_engine,
 };
-use tokio::io::AsyncReadExt;
 
 /// `[dns] stagger_ms` in these tests (the default).
 const STAGGER: Duration = Duration::from_millis(150);
@@ -27,19 +26,8 @@ async fn connect(
     proxy: SocketAddr,
     target: Target,
 ) -> (u8, SocketAddr, String, Duration) {
-    let s = lab.connect_client(proxy).await;
-    let started = Instant::now();
-    let mut r = tokio::time::timeout(Duration::from_secs(20), socks5_connect(s, target, None))
-        .await
-        .expect("SOCKS exchange timed out")
-        .expect("SOCKS exchange");
-    let took = started.elapsed();
-    let mut seen = String::new();
-    if r.code == 0 {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), r.stream.read_to_string(&mut seen)).await;
-    }
-    (r.code, r.bound, seen.trim().to_owned(), took)
+    let (w, took) = ask(lab, proxy, target).await;
+    (w.code, w.bound, w.seen, took)
 }
 
 /// A three-link lab set up as a multi-homed machine: DNS server with `zone`, resolv.conf
@@ -160,6 +148,21 @@ async fn the_primary_dies(fault: Fault) {
             raced >= 1,
             "no connection by name had wan0 first and was saved by the DNS race: {conns:#}"
         );
+        // No connection went through wan0 (each went where DNS answered), so only its
+        // unanswered queries, counted once they time out, can take it out of rotation.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let w0 = iface_json(&lab, "wan0").await.expect("wan0");
+            if w0["health"] == "down" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wan0's failed DNS queries did not count against it: {w0:#}\n{}",
+                engine.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     eprintln!("{fault:?}: links {links:?}; {raced} saved by the DNS race");
 }

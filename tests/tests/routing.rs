@@ -7,23 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use netmix_integration::{
-    Lab, TARGET, Target, WHOAMI_PORT, lab_config, socks5_connect, spawn_engine,
+    Lab, TARGET, Target, WHOAMI_PORT, ask, lab_config, socks5_connect, spawn_engine,
 };
-use tokio::io::AsyncReadExt;
 
 /// A SOCKS5 CONNECT through `proxy`; the reply code, BND.ADDR and what the destination sent.
 async fn connect(lab: &Lab, proxy: SocketAddr, target: Target) -> (u8, SocketAddr, String) {
-    let s = lab.connect_client(proxy).await;
-    let mut r = tokio::time::timeout(Duration::from_secs(20), socks5_connect(s, target, None))
-        .await
-        .expect("SOCKS exchange timed out")
-        .expect("SOCKS exchange");
-    let mut seen = String::new();
-    if r.code == 0 {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(5), r.stream.read_to_string(&mut seen)).await;
-    }
-    (r.code, r.bound, seen.trim().to_owned())
+    let (w, _) = ask(lab, proxy, target).await;
+    (w.code, w.bound, w.seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,7 +21,7 @@ use super::handshake::{Reply, TargetAddr};
 use super::relay::{Totals, relay};
 use super::session::{Decided, LocalRoute, Route, Session, Via, meta_for};
 use crate::config::DnsMode;
-use crate::dns::AnswerSource;
+use crate::dns::{Answer, AnswerSource, Failure};
 use crate::iface::bind::{ConnectError, connect_any};
 use crate::iface::{Outcome, Rescan, Source};
 use crate::router::Member;
@@ -179,58 +179,18 @@ async fn resolve_allowed(
     let (host, addrs, decided) = match target {
         TargetAddr::Ip(addr) => (None, vec![*addr], None),
         TargetAddr::Domain(host, port) => {
-            let port = *port;
-            let with_port = |ips: &[IpAddr]| -> Vec<SocketAddr> {
-                ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
-            };
-            let local = (ctx.dns.mode() == DnsMode::Netmix)
-                .then(|| ctx.dns.local_answer(host))
-                .flatten();
-            if let Some(answer) = local {
-                (Some(host.clone()), with_port(&answer.addrs), None)
-            } else if ctx.dns.mode() == DnsMode::System {
-                match ctx.dns.resolve(host, &[], &[], ctx.connect_timeout).await {
-                    Ok(answer) => (Some(host.clone()), with_port(&answer.addrs), None),
-                    Err(failure) => {
-                        tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
-                        return Err(Reply::HostUnreachable);
-                    }
-                }
-            } else {
-                // The strategy picks for the name; its first interface asks DNS first.
-                let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
-                let meta = meta_for(
-                    id,
-                    peer,
-                    port,
-                    Some(host.clone()),
-                    None,
-                    protocol,
-                    transport,
-                );
-                let mut decision = ctx.router.pick(&meta);
-                let present = present_members(ctx);
-                match ctx
-                    .dns
-                    .resolve(host, &decision.order, &present, ctx.connect_timeout)
-                    .await
-                {
-                    Ok(answer) => {
-                        if let AnswerSource::Interface(by) = &answer.source {
-                            prefer_answering(&mut decision, by);
-                        }
-                        // The zerotier strategy routes by address (a ZeroTier network's
-                        // routes, an exit node): it decides again once the address is known.
-                        let decided = (!needs_address(ctx, &answer.addrs))
-                            .then_some(Decided { id, decision });
-                        (Some(host.clone()), with_port(&answer.addrs), decided)
-                    }
-                    Err(failure) => {
-                        tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
-                        return Err(Reply::HostUnreachable);
-                    }
-                }
-            }
+            let (answer, decided) = resolve_name(ctx, peer, host, *port, protocol, transport)
+                .await
+                .map_err(|failure| {
+                    tracing::info!(%peer, %target, "Cannot resolve: {failure}.");
+                    Reply::HostUnreachable
+                })?;
+            let addrs = answer
+                .addrs
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, *port))
+                .collect();
+            (Some(host.clone()), addrs, decided)
         }
     };
     if let Some(refusal) = refusal(ctx, &addrs) {
@@ -242,6 +202,54 @@ async fn resolve_allowed(
         addrs,
         decided,
     })
+}
+
+/// Resolves `host`. A name the hosts file or the cache knows (or `system` mode) needs no
+/// decision yet; otherwise the strategy picks for the name, DNS asks through its order, and
+/// the connection keeps that decision (with the answering interface first), unless the
+/// strategy must see the address to decide.
+async fn resolve_name(
+    ctx: &ServeContext,
+    peer: SocketAddr,
+    host: &str,
+    port: u16,
+    protocol: api::ClientProtocol,
+    transport: api::Transport,
+) -> Result<(Answer, Option<Decided>), Failure> {
+    let quick = match ctx.dns.mode() {
+        DnsMode::Netmix => ctx.dns.local_answer(host),
+        DnsMode::System => Some(ctx.dns.resolve(host, &[], &[], ctx.connect_timeout).await?),
+    };
+    if let Some(answer) = quick {
+        return Ok((answer, None));
+    }
+    let id = ctx.next_id.fetch_add(1, Ordering::Relaxed);
+    let meta = meta_for(
+        id,
+        peer,
+        port,
+        Some(host.to_owned()),
+        None,
+        protocol,
+        transport,
+    );
+    let mut decision = ctx.router.pick(&meta);
+    let answer = ctx
+        .dns
+        .resolve(
+            host,
+            &decision.order,
+            &present_members(ctx),
+            ctx.connect_timeout,
+        )
+        .await?;
+    if let AnswerSource::Interface(by) = &answer.source {
+        prefer_answering(&mut decision, by);
+    }
+    // The zerotier strategy routes by address (a ZeroTier network's routes, an exit node):
+    // it decides again once the address is known.
+    let decided = (!needs_address(ctx, &answer.addrs)).then_some(Decided { id, decision });
+    Ok((answer, decided))
 }
 
 /// The answer came through `by`: the connection goes there first (the server there answered
@@ -750,12 +758,18 @@ pub(crate) async fn resolve(
     match target {
         TargetAddr::Ip(addr) => Ok((None, vec![*addr])),
         TargetAddr::Domain(host, port) => {
-            let present = present_members(ctx);
-            let answer = ctx
-                .dns
-                .resolve(host, through, &present, ctx.connect_timeout)
-                .await
-                .map_err(|f| f.to_string())?;
+            // Per datagram: a cached name must not cost a walk over the interfaces.
+            let cached = (ctx.dns.mode() == DnsMode::Netmix)
+                .then(|| ctx.dns.local_answer(host))
+                .flatten();
+            let answer = match cached {
+                Some(answer) => answer,
+                None => ctx
+                    .dns
+                    .resolve(host, through, &present_members(ctx), ctx.connect_timeout)
+                    .await
+                    .map_err(|f| f.to_string())?,
+            };
             let addrs = answer
                 .addrs
                 .iter()

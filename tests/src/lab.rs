@@ -522,6 +522,23 @@ impl Lab {
         in_ns(&self.inet, f)
     }
 
+    /// The fastest of three TCP connects to `dst` through link `k`, in milliseconds (best of
+    /// three, so a scheduling hiccup does not make an undelayed link look slow); panics when
+    /// one fails.
+    pub fn fastest_connect_ms(&self, k: usize, dst: SocketAddr, timeout: Duration) -> f64 {
+        (0..3)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let s = self
+                    .connect_via(k, dst, timeout)
+                    .unwrap_or_else(|e| panic!("connect to {dst} through link {k}: {e}"));
+                let ms = start.elapsed().as_secs_f64() * 1000.0;
+                drop(s);
+                ms
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
     /// A blocking TCP connect from the client namespace to `dst` through link `k`: the
     /// socket is bound to `wan{k}` (`SO_BINDTODEVICE`) and to the link's source address of
     /// `dst`'s family (v4 or v6).

@@ -48,18 +48,6 @@ fn ok_stdout(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn fastest_connect_ms(lab: &Lab, k: usize, dst: SocketAddr) -> f64 {
-    (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            let s = lab.connect_via(k, dst, T).expect("connect");
-            let ms = start.elapsed().as_secs_f64() * 1000.0;
-            drop(s);
-            ms
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_on_every_link() {
     setup();
@@ -179,8 +167,8 @@ async fn ipv6_on_every_link() {
     );
 
     // The delayed link delays v6 as it does v4.
-    let plain = fastest_connect_ms(&lab, 0, servers.addr6(WHOAMI_PORT));
-    let delayed = fastest_connect_ms(&lab, 2, servers.addr6(WHOAMI_PORT));
+    let plain = lab.fastest_connect_ms(0, servers.addr6(WHOAMI_PORT), T);
+    let delayed = lab.fastest_connect_ms(2, servers.addr6(WHOAMI_PORT), T);
     eprintln!("v6 connect time: plain link {plain:.2} ms, 40 ms link {delayed:.2} ms");
     assert!(plain < 10.0, "undelayed link took {plain:.2} ms");
     assert!(

@@ -36,21 +36,6 @@ fn netns_list() -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn connect_ms(lab: &Lab, servers: &Servers, k: usize) -> f64 {
-    // Best of three, so a scheduling hiccup does not make an undelayed link look slow.
-    (0..3)
-        .map(|_| {
-            let start = Instant::now();
-            let s = lab
-                .connect_via(k, servers.addr(WHOAMI_PORT), T)
-                .expect("connect");
-            let ms = start.elapsed().as_secs_f64() * 1000.0;
-            drop(s);
-            ms
-        })
-        .fold(f64::INFINITY, f64::min)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_smoke() {
     setup();
@@ -182,8 +167,8 @@ async fn lab_delay_and_rate() {
     let mut lab = Lab::new(&[LinkSpec::plain(), LinkSpec::plain().delay(40)]);
     let servers = lab.start_servers().await;
 
-    let plain = connect_ms(&lab, &servers, 0);
-    let delayed = connect_ms(&lab, &servers, 1);
+    let plain = lab.fastest_connect_ms(0, servers.addr(WHOAMI_PORT), T);
+    let delayed = lab.fastest_connect_ms(1, servers.addr(WHOAMI_PORT), T);
     eprintln!("connect time: plain link {plain:.2} ms, 40 ms link {delayed:.2} ms");
     assert!(plain < 10.0, "undelayed link took {plain:.2} ms");
     assert!(

@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 
 use abi_stable::{
@@ -18,8 +19,10 @@ use abi_stable::{
 use arc_swap::ArcSwapOption;
 
 use crate::{
-    Choice, ConnMeta, ConnOutcome, HostMod_Ref, Snapshot, Strategy, Strategy_TO, StrategyBox,
-    StrategyError, StrategyMod, StrategyMod_Ref, error::one_line,
+    Answer, Choice, ConnMeta, ConnOutcome, HostMod_Ref, Snapshot, Strategy, Strategy_TO,
+    StrategyBox, StrategyError, StrategyMod, StrategyMod_Ref,
+    error::one_line,
+    paths::{History, MultipathPolicy},
 };
 
 /// Longest panic message passed back to the engine, in characters.
@@ -51,6 +54,14 @@ pub trait StrategyImpl: Send + Sync + 'static {
     fn observe(&self, outcome: &ConnOutcome) -> Result<(), StrategyError> {
         let _ = outcome;
         Ok(())
+    }
+
+    /// New in 1.1: whether this strategy's TCP connections go multipath when the engine has
+    /// multipath on (see [`crate::paths`]). The adapter applies it after every `pick`, from
+    /// what each destination's last connection moved, and says so in the reason. The
+    /// default: never (single-path, as in 1.0).
+    fn multipath(&self) -> MultipathPolicy {
+        MultipathPolicy::Never
     }
 }
 
@@ -106,6 +117,10 @@ pub struct Guarded<T: StrategyImpl> {
     name: &'static str,
     inner: T,
     plan: ArcSwapOption<T::Plan>,
+    /// The last snapshot's [`Snapshot::multipath_available`].
+    multipath: AtomicBool,
+    /// What each destination's last connection moved, for [`StrategyImpl::multipath`].
+    history: History,
 }
 
 impl<T: StrategyImpl> std::fmt::Debug for Guarded<T> {
@@ -124,6 +139,8 @@ impl<T: StrategyImpl> Guarded<T> {
             name,
             inner,
             plan: ArcSwapOption::empty(),
+            multipath: AtomicBool::new(false),
+            history: History::new(),
         }
     }
 
@@ -144,6 +161,8 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
         guarded(|| {
             let plan = self.inner.plan(snapshot)?;
             self.plan.store(Some(Arc::new(plan)));
+            self.multipath
+                .store(snapshot.multipath_available(), Ordering::Relaxed);
             Ok(())
         })
     }
@@ -156,7 +175,24 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
     }
 
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
-        guarded(|| self.inner.observe(outcome))
+        guarded(|| {
+            self.history.observe(outcome);
+            self.inner.observe(outcome)
+        })
+    }
+
+    fn answer(&self, conn: &ConnMeta) -> RResult<Answer, StrategyError> {
+        guarded(|| {
+            let Some(plan) = self.plan.load_full() else {
+                return Err(StrategyError::other("pick before the first rebuild"));
+            };
+            let mut choice = self.inner.pick(&plan, conn)?;
+            let available = self.multipath.load(Ordering::Relaxed);
+            let paths = self
+                .history
+                .decide(self.inner.multipath(), available, conn, &mut choice);
+            Ok(Answer::new(choice, paths))
+        })
     }
 }
 

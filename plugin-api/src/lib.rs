@@ -99,8 +99,10 @@ pub mod error;
 pub mod guard;
 pub mod host;
 pub mod log;
+pub mod paths;
 pub mod sticky;
 pub mod types;
+pub mod v1_0;
 
 pub use abi_stable;
 
@@ -109,9 +111,9 @@ pub use error::StrategyError;
 pub use guard::parse_options;
 pub use guard::{StrategyImpl, panic_message};
 pub use types::{
-    Choice, ClientProtocol, ConnMeta, ConnOutcome, ExtFields, InterfaceKind, InterfaceSnapshot,
-    IpAddrC, IpFamily, IpNetC, LinkState, LiveCounters, LogLevel, OutcomeStage, Snapshot,
-    Transport, ZeroTierInfo, ZtRoute, candidates, order_by_key,
+    Answer, Choice, ClientProtocol, ConnMeta, ConnOutcome, ExtFields, InterfaceKind,
+    InterfaceSnapshot, IpAddrC, IpFamily, IpNetC, LinkState, LiveCounters, LogLevel, OutcomeStage,
+    Paths, Snapshot, Transport, ZeroTierInfo, ZtRoute, candidates, order_by_key,
 };
 
 use abi_stable::{
@@ -178,6 +180,15 @@ pub trait Strategy: Send + Sync + std::fmt::Debug {
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
         let _ = outcome;
         ROk(())
+    }
+
+    /// New in 1.1: [`pick`](Strategy::pick)'s answer plus how the connection uses the links
+    /// ([`Paths`]: single-path, or multipath over every link when the engine has multipath
+    /// on). Same rules as `pick` (hot path, no I/O); the engine calls this one instead of
+    /// `pick`. The default, which is also what the engine answers for a plugin built against
+    /// 1.0, is `pick` with [`Paths::Single`].
+    fn answer(&self, conn: &ConnMeta) -> RResult<Answer, StrategyError> {
+        self.pick(conn).map(Answer::single)
     }
 }
 

@@ -316,6 +316,21 @@ open_values! {
     }
 }
 
+open_values! {
+    /// How one TCP connection uses the links (new in 1.1; an open set): what
+    /// [`crate::Strategy::answer`] says next to the order.
+    pub struct Paths {
+        /// One path: the connection leaves through the first interface of the order (with
+        /// the others as failover), as in 1.0.
+        Single = 0 => "single-path",
+        /// Every link: with the engine's multipath on (`Snapshot::multipath_available`), the
+        /// connection is Multipath TCP, its first subflow through the first interface of the
+        /// order, further subflows through every other usable interface. With multipath off it
+        /// is single-path.
+        Multi = 1 => "multipath",
+    }
+}
+
 // === Interfaces ===
 
 /// The health of an interface as the engine judges it (thresholds, not single samples).
@@ -561,6 +576,16 @@ impl Snapshot {
     pub fn get(&self, id: u32) -> Option<&InterfaceSnapshot> {
         self.interfaces.iter().find(|i| i.id == id)
     }
+
+    /// The key of [`Snapshot::ext`] that says the engine can open multipath connections
+    /// (value: the mechanism, `"mptcp"`). Set since 1.1.
+    pub const EXT_MULTIPATH: &'static str = "multipath";
+
+    /// Whether a [`Paths::Multi`] answer would make a connection multipath (the engine runs
+    /// with multipath on); otherwise every connection is single-path whatever the answer.
+    pub fn multipath_available(&self) -> bool {
+        self.ext.get(Self::EXT_MULTIPATH).is_some()
+    }
 }
 
 // === Connections ===
@@ -747,6 +772,37 @@ impl Choice {
             }
         }
         out
+    }
+}
+
+/// A strategy's whole answer for one connection (new in 1.1): the [`Choice`] plus how the
+/// connection uses the links. What [`crate::Strategy::answer`] returns; its default, and what
+/// the engine answers for a plugin built against 1.0, is the plugin's `pick` with
+/// [`Paths::Single`].
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The order and reason, as [`crate::Strategy::pick`] gives them.
+    pub choice: Choice,
+    /// Single-path or multipath (only TCP connections can be multipath).
+    pub paths: Paths,
+    /// Facts added later (see the [module docs](self)).
+    pub ext: ExtFields,
+}
+
+impl Answer {
+    /// `choice`, single-path.
+    pub fn single(choice: Choice) -> Self {
+        Self::new(choice, Paths::Single)
+    }
+
+    /// `choice` with `paths`.
+    pub fn new(choice: Choice, paths: Paths) -> Self {
+        Self {
+            choice,
+            paths,
+            ext: ExtFields::new(),
+        }
     }
 }
 

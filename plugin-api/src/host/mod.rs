@@ -20,7 +20,7 @@ use abi_stable::{
     std_types::RStr,
 };
 
-use crate::{HostMod_Ref, StrategyBox, StrategyError, StrategyMod_Ref, error::one_line};
+use crate::{HostMod_Ref, StrategyBox, StrategyError, StrategyMod_Ref, error::one_line, v1_0};
 
 pub mod image;
 pub mod trust;
@@ -40,8 +40,42 @@ pub struct LoadedPlugin {
     pub name: String,
     /// Its one-sentence description.
     pub description: String,
-    /// The root module, to build instances from.
-    pub module: StrategyMod_Ref,
+    /// The root module, to build instances from, in the layout the plugin was built with.
+    pub module: Module,
+}
+
+/// A plugin's root module, in the layout it was built with (see [`crate::v1_0`]).
+#[derive(Clone, Copy)]
+pub enum Module {
+    /// Built against this version (1.1) or a later 1.x.
+    Current(StrategyMod_Ref),
+    /// Built against 1.0: its instances are wrapped in [`v1_0::Upgraded`].
+    V1_0(v1_0::StrategyMod_Ref),
+}
+
+impl Module {
+    /// The ABI version the plugin was built against, as far as this engine tells them apart:
+    /// `"1.0"`, or `"1.1"` for 1.1 and later.
+    pub fn abi(&self) -> &'static str {
+        match self {
+            Self::Current(_) => "1.1",
+            Self::V1_0(_) => "1.0",
+        }
+    }
+
+    fn name(&self) -> RStr<'static> {
+        match self {
+            Self::Current(m) => (m.name())(),
+            Self::V1_0(m) => (m.name())(),
+        }
+    }
+
+    fn description(&self) -> RStr<'static> {
+        match self {
+            Self::Current(m) => (m.description())(),
+            Self::V1_0(m) => (m.description())(),
+        }
+    }
 }
 
 impl LoadedPlugin {
@@ -52,7 +86,13 @@ impl LoadedPlugin {
         options_toml: &str,
         host: HostMod_Ref,
     ) -> Result<StrategyBox, StrategyError> {
-        (self.module.new())(RStr::from_str(options_toml), host).into_result()
+        let options = RStr::from_str(options_toml);
+        match self.module {
+            Module::Current(m) => (m.new())(options, host).into_result(),
+            Module::V1_0(m) => (m.new())(options, host)
+                .into_result()
+                .map(v1_0::Upgraded::boxed),
+        }
     }
 }
 
@@ -62,6 +102,7 @@ impl fmt::Debug for LoadedPlugin {
             .field("path", &self.path)
             .field("name", &self.name)
             .field("description", &self.description)
+            .field("abi", &self.module.abi())
             .finish_non_exhaustive()
     }
 }
@@ -121,13 +162,22 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, PluginLoadError> {
     // could be reused for the next plugin, and `dlopen` would hand back this one instead. So
     // the descriptor stays open for the life of the process (one per plugin file tried).
     std::mem::forget(opened);
-    let module = loaded
-        .and_then(|header| header.init_root_module::<StrategyMod_Ref>())
-        .map_err(|e| PluginLoadError::new(path, describe_library_error(&e)))?;
+    let refuse = |e: &LibraryError| PluginLoadError::new(path, describe_library_error(e));
+    let header = loaded.map_err(|e| refuse(&e))?;
+    // The current layout first; a plugin built against 1.0 has shorter prefix types, which
+    // abi_stable refuses through it, so the 1.0 layout second. A file neither fits is refused
+    // with the current layout's reason.
+    let module = match header.init_root_module::<StrategyMod_Ref>() {
+        Ok(module) => Module::Current(module),
+        Err(newest) => match header.init_root_module::<v1_0::StrategyMod_Ref>() {
+            Ok(module) => Module::V1_0(module),
+            Err(_) => return Err(refuse(&newest)),
+        },
+    };
     Ok(LoadedPlugin {
         path: path.to_path_buf(),
-        name: (module.name())().to_string(),
-        description: (module.description())().to_string(),
+        name: module.name().to_string(),
+        description: module.description().to_string(),
         module,
     })
 }

@@ -62,6 +62,14 @@ impl StrategyImpl for Capacity {
     fn pick(&self, plan: &CapacityPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
         self.0.pick(plan, conn)
     }
+
+    /// A bulk transfer is what capacity sharing is for: a destination not seen yet goes
+    /// multipath (every link), one known for small answers stays on the picked link.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Multi,
+        }
+    }
 }
 
 netmix_plugin_api::export_strategy! {

@@ -62,6 +62,14 @@ impl StrategyImpl for Latency {
     fn pick(&self, plan: &LatencyPlan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
         self.0.pick(plan, conn)
     }
+
+    /// Small requests stay on the lowest-latency link; only a destination whose last
+    /// connection was bulk goes multipath.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Single,
+        }
+    }
 }
 
 netmix_plugin_api::export_strategy! {

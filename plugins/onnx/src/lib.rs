@@ -500,6 +500,14 @@ impl StrategyImpl for Onnx {
             .observe(outcome);
         Ok(())
     }
+
+    /// The model minimises completion time, which multipath shortens for bulk: a
+    /// destination not seen yet goes multipath, one known for small answers stays single-path.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Multi,
+        }
+    }
 }
 
 netmix_plugin_api::export_strategy! {

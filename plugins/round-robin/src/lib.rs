@@ -306,6 +306,14 @@ impl StrategyImpl for RoundRobin {
         let start = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
         cycle.answer(start, conn)
     }
+
+    /// Per-connection spreading stays per connection; a destination whose last connection
+    /// was bulk goes multipath.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Single,
+        }
+    }
 }
 
 netmix_plugin_api::export_strategy! {

@@ -157,6 +157,14 @@ impl StrategyImpl for Sticky {
     fn pick(&self, plan: &Plan, conn: &ConnMeta) -> Result<Choice, StrategyError> {
         self.pick_at(Instant::now(), plan, conn)
     }
+
+    /// A site stays on its link; only a destination whose last connection was bulk goes
+    /// multipath.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Single,
+        }
+    }
 }
 
 // This generates the exported root module. Every call into `Sticky` (and `from_options`) runs

@@ -228,6 +228,14 @@ impl StrategyImpl for ZeroTier {
         // 3. Everything else: the base strategy, never a ZeroTier interface.
         base.ok_or(StrategyError::NoCandidate)
     }
+
+    /// A ZeroTier route is one path; only a destination whose last connection was bulk
+    /// goes multipath.
+    fn multipath(&self) -> netmix_plugin_api::paths::MultipathPolicy {
+        netmix_plugin_api::paths::MultipathPolicy::ByHistory {
+            unknown: netmix_plugin_api::Paths::Single,
+        }
+    }
 }
 
 netmix_plugin_api::export_strategy! {

@@ -49,6 +49,7 @@ pub mod fuzzing;
 pub mod health;
 pub mod iface;
 pub mod manager;
+pub mod mptcp;
 pub mod router;
 pub mod service;
 pub mod shutdown;

@@ -49,6 +49,9 @@ pub struct Decision {
     pub strategy: String,
     /// The strategy instance that decided, for outcome feedback.
     pub decided_by: Arc<ActiveStrategy>,
+    /// Single-path or multipath, as the strategy answered (ABI 1.1 `Strategy::answer`; always
+    /// single-path for a plugin built against 1.0, for the fallback and with multipath off).
+    pub paths: api::Paths,
 }
 
 /// A strategy instance, with what the router tracks about it.
@@ -458,6 +461,7 @@ impl Router {
                     reason,
                     strategy: format!("{BUILTIN} (fallback)"),
                     decided_by: builtin.clone(),
+                    paths: api::Paths::Single,
                 }
             }
         };
@@ -472,8 +476,8 @@ impl Router {
         conn: &api::ConnMeta,
     ) -> Result<Decision, Failure> {
         let candidates = api::candidates(&snapshot.ffi.interfaces, conn).count();
-        let choice = match strategy.strategy.pick(conn).into_result() {
-            Ok(choice) => choice,
+        let (choice, paths) = match strategy.strategy.answer(conn).into_result() {
+            Ok(answer) => (answer.choice, answer.paths),
             // "Nothing fits" is an answer, not a failure (e.g. no route to a ZeroTier subnet).
             Err(api::StrategyError::NoCandidate) => {
                 return Ok(Decision {
@@ -481,6 +485,7 @@ impl Router {
                     reason: "no usable interface".to_owned(),
                     strategy: strategy.name.clone(),
                     decided_by: strategy.clone(),
+                    paths: api::Paths::Single,
                 });
             }
             Err(e) => return Err(Failure::Error(e.to_string())),
@@ -517,6 +522,7 @@ impl Router {
             reason: choice.reason.into_string(),
             strategy: strategy.name.clone(),
             decided_by: strategy.clone(),
+            paths,
         })
     }
 

@@ -21,6 +21,7 @@ mod splice;
 #[cfg(test)]
 pub(crate) mod testing;
 pub(crate) mod udp;
+pub mod upstream;
 
 pub use conn::ServeContext;
 pub use listener::SocksListener;

@@ -152,6 +152,16 @@ impl<T: StrategyImpl> Guarded<T> {
     }
 }
 
+impl<T: StrategyImpl> Guarded<T> {
+    /// The inner strategy's pick from the current plan (unguarded: callers wrap it).
+    fn pick_planned(&self, conn: &ConnMeta) -> Result<Choice, StrategyError> {
+        match self.plan.load().as_deref() {
+            Some(plan) => self.inner.pick(plan, conn),
+            None => Err(StrategyError::other("pick before the first rebuild")),
+        }
+    }
+}
+
 impl<T: StrategyImpl> Strategy for Guarded<T> {
     fn name(&self) -> RString {
         self.name.into()
@@ -168,25 +178,21 @@ impl<T: StrategyImpl> Strategy for Guarded<T> {
     }
 
     fn pick(&self, conn: &ConnMeta) -> RResult<Choice, StrategyError> {
-        guarded(|| match self.plan.load().as_deref() {
-            Some(plan) => self.inner.pick(plan, conn),
-            None => Err(StrategyError::other("pick before the first rebuild")),
-        })
+        guarded(|| self.pick_planned(conn))
     }
 
     fn observe(&self, outcome: &ConnOutcome) -> RResult<(), StrategyError> {
         guarded(|| {
-            self.history.observe(outcome);
+            if self.inner.multipath() != MultipathPolicy::Never {
+                self.history.observe(outcome);
+            }
             self.inner.observe(outcome)
         })
     }
 
     fn answer(&self, conn: &ConnMeta) -> RResult<Answer, StrategyError> {
         guarded(|| {
-            let Some(plan) = self.plan.load_full() else {
-                return Err(StrategyError::other("pick before the first rebuild"));
-            };
-            let mut choice = self.inner.pick(&plan, conn)?;
+            let mut choice = self.pick_planned(conn)?;
             let available = self.multipath.load(Ordering::Relaxed);
             let paths = self
                 .history

@@ -78,10 +78,11 @@ impl History {
         conn: &ConnMeta,
         choice: &mut Choice,
     ) -> Paths {
-        if !available || conn.transport != Transport::Tcp || policy == MultipathPolicy::Never {
+        if !available || conn.transport != Transport::Tcp {
             return Paths::Single;
         }
         let (paths, why) = match policy {
+            MultipathPolicy::Never => return Paths::Single,
             MultipathPolicy::Always => (Paths::Multi, "every connection".to_owned()),
             MultipathPolicy::ByHistory { unknown } => match self.last_bytes(conn) {
                 Some(bytes) if bytes >= BULK_BYTES => (
@@ -94,7 +95,6 @@ impl History {
                 ),
                 None => (unknown, "new destination".to_owned()),
             },
-            MultipathPolicy::Never => unreachable!("handled above"),
         };
         let mut reason = choice.reason.to_string();
         reason.push_str(&format!(" · {paths} ({why})"));
